@@ -1,0 +1,44 @@
+# Two commands do all set-up on a fresh machine: `make up` and `make test`.
+SHELL := /bin/bash
+.SHELLFLAGS := -eo pipefail -c
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.fmstack-installed
+
+.PHONY: up test install lint bench system-deps
+
+up: install
+	$(BIN)/fmstack up
+
+test: install system-deps
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/pytest
+
+install: $(STAMP)
+
+# torch first and pinned (a CPU build lies on disk; a looser pin pulls a multi-GB CUDA build), then
+# llama-cpp-python compiled from source with its progress shown (pip caches the wheel for next time).
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet torch==2.13.0
+	@echo "building llama-cpp-python 0.3.36 (about 5-15 minutes the first time; cached afterwards)"
+	$(BIN)/pip install -v llama-cpp-python==0.3.36 2>&1 | grep --line-buffered -E '^\s*\[ *[0-9]+/[0-9]+\]|Successfully|Requirement already satisfied: llama|ERROR|rror:' | cut -c1-100
+	$(BIN)/pip install --quiet -e '.[test,bench]'
+	touch $@
+
+# Browser tests drive Debian's Chromium; the PostgreSQL test starts Debian's server. Best effort: without
+# them those tests are skipped with the reason.
+system-deps:
+	@if ! command -v chromium >/dev/null; then \
+	  (apt-get install -y -q chromium >/dev/null 2>&1 || (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1)) \
+	  || echo "warning: could not install chromium; browser tests will be skipped"; fi
+	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+	  apt-get install -y -q postgresql >/dev/null 2>&1 || echo "warning: could not install postgresql; its test will be skipped"; fi
+
+lint: install
+	$(BIN)/ruff check src tests benchmarks
+
+bench: install
+	$(BIN)/python benchmarks/serve.py

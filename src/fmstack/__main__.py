@@ -1,0 +1,3 @@
+from fmstack.cli import app
+
+app(prog_name="fmstack")

@@ -1,0 +1,1 @@
+"""Application layer: the chat interfaces (web and terminal); prompts, RAG and evaluation come next."""

@@ -1,0 +1,488 @@
+// fmstack chat page: streams answers from /v1/chat/completions and sends feedback to /v1/feedback.
+// Plain browser JavaScript, no build step. All model and user text goes through textContent, never innerHTML.
+"use strict";
+
+(() => {
+  const $ = (id) => document.getElementById(id);
+  const ui = {
+    model: $("model"),
+    modelInfo: $("model-info"),
+    system: $("system"),
+    maxTokens: $("max-tokens"),
+    temperature: $("temperature"),
+    newChat: $("new-chat"),
+    messages: $("messages"),
+    emptyState: $("empty-state"),
+    composer: $("composer"),
+    input: $("input"),
+    send: $("send"),
+    stop: $("stop"),
+    error: $("error"),
+    errorText: $("error-text"),
+    errorClose: $("error-close"),
+  };
+
+  const state = {
+    models: new Map(), // id -> model info from /v1/models
+    history: [], // [{role, content}] of finished turns, without the system prompt
+    busy: false,
+    controller: null,
+    conversation: 0, // bumped by "New conversation" so a late answer cannot land in the new one
+  };
+
+  // ---------- small helpers ----------
+
+  const PROPS = new Set(["className", "textContent", "hidden", "disabled", "type", "value", "rows", "placeholder",
+    "title", "href"]);
+
+  function el(tag, props = {}, children = []) {
+    const node = document.createElement(tag);
+    for (const [key, value] of Object.entries(props)) {
+      if (value === undefined || value === null) continue;
+      if (PROPS.has(key)) node[key] = value;
+      else node.setAttribute(key, value);
+    }
+    for (const child of children) node.append(child);
+    return node;
+  }
+
+  function showError(message) {
+    ui.errorText.textContent = message;
+    ui.error.hidden = false;
+  }
+
+  function hideError() {
+    ui.error.hidden = true;
+    ui.errorText.textContent = "";
+  }
+
+  /** The OpenAI-style `error.message` of a failed response, or the best description we can make. */
+  async function errorMessage(resp) {
+    let text = "";
+    try {
+      text = await resp.text();
+      const body = JSON.parse(text);
+      if (body && body.error && body.error.message) return body.error.message;
+      if (body && body.detail) return typeof body.detail === "string" ? body.detail : JSON.stringify(body.detail);
+    } catch (_) {
+      // not JSON: fall through
+    }
+    const snippet = text.trim().slice(0, 300);
+    return `HTTP ${resp.status} ${resp.statusText}${snippet ? `: ${snippet}` : ""}`;
+  }
+
+  function nearBottom() {
+    const m = ui.messages;
+    return m.scrollHeight - m.scrollTop - m.clientHeight < 80;
+  }
+
+  function scrollToBottom() {
+    ui.messages.scrollTop = ui.messages.scrollHeight;
+  }
+
+  function setBusy(busy) {
+    state.busy = busy;
+    ui.send.disabled = busy;
+    ui.send.textContent = busy ? "Answering…" : "Send";
+    ui.stop.hidden = !busy;
+  }
+
+  // ---------- models ----------
+
+  async function loadModels() {
+    let data;
+    try {
+      const resp = await fetch("/v1/models");
+      if (!resp.ok) throw new Error(await errorMessage(resp));
+      data = (await resp.json()).data || [];
+    } catch (err) {
+      ui.model.replaceChildren(el("option", { value: "", textContent: "Could not load models" }));
+      showError(`Could not load the model list: ${err.message}`);
+      return;
+    }
+    const chatModels = data.filter((m) => m.kind === "chat");
+    state.models = new Map(chatModels.map((m) => [m.id, m]));
+    if (!chatModels.length) {
+      ui.model.replaceChildren(el("option", { value: "", textContent: "No chat models configured" }));
+      showError("The server has no chat models. Add one to models.toml and restart it.");
+      return;
+    }
+    ui.model.replaceChildren(...chatModels.map((m) => {
+      let label = m.id;
+      if (m.loaded) label += "  · loaded";
+      else if (m.available === false) label += "  · unavailable";
+      return el("option", { value: m.id, textContent: label });
+    }));
+    const pick = chatModels.find((m) => m.loaded) || chatModels.find((m) => m.available !== false) || chatModels[0];
+    ui.model.value = pick.id;
+    showModelInfo();
+  }
+
+  function showModelInfo() {
+    const m = state.models.get(ui.model.value);
+    if (!m) {
+      ui.modelInfo.textContent = "";
+      return;
+    }
+    const parts = [m.engine, m.context_length ? `${m.context_length.toLocaleString()} token context` : null];
+    if (m.loaded) parts.push("loaded");
+    else if (m.available === false) parts.push("not available on this server");
+    else parts.push("loads on first use");
+    ui.modelInfo.textContent = parts.filter(Boolean).join(" · ");
+  }
+
+  // ---------- conversation rendering ----------
+
+  function addUserMessage(text) {
+    ui.emptyState.hidden = true;
+    const node = el("div", { className: "message user", "data-testid": "user-message" }, [
+      el("div", { className: "role", textContent: "You" }),
+      el("div", { className: "content", textContent: text }),
+    ]);
+    ui.messages.append(node);
+    scrollToBottom();
+    return node;
+  }
+
+  function addAssistantMessage(model) {
+    const content = el("div", { className: "content" });
+    const meta = el("div", { className: "meta" });
+    const node = el("div", {
+      className: "message assistant streaming",
+      "data-testid": "assistant-message",
+      "data-state": "streaming",
+      "data-model": model,
+    }, [el("div", { className: "role", textContent: model }), content, meta]);
+    ui.messages.append(node);
+    scrollToBottom();
+    return { node, content, meta };
+  }
+
+  function addFeedbackControls(answer, traceId) {
+    const up = el("button", {
+      type: "button", className: "btn small thumb-up", "data-testid": "thumb-up", textContent: "👍",
+      title: "Good answer", "aria-label": "Thumbs up: good answer",
+    });
+    const down = el("button", {
+      type: "button", className: "btn small thumb-down", "data-testid": "thumb-down", textContent: "👎",
+      title: "Bad answer", "aria-label": "Thumbs down: bad answer",
+    });
+    const suggest = el("button", {
+      type: "button", className: "btn small suggest", "data-testid": "suggest",
+      textContent: "Suggest a better answer",
+    });
+    const status = el("span", {
+      className: "feedback-status", "data-testid": "feedback-status", role: "status", "aria-live": "polite",
+    });
+    const text = el("textarea", {
+      className: "suggest-text", "data-testid": "suggest-text", rows: 4,
+      placeholder: "Write the answer you would have wanted…", "aria-label": "A better answer",
+    });
+    const submit = el("button", {
+      type: "button", className: "btn small primary suggest-submit", "data-testid": "suggest-submit",
+      textContent: "Submit",
+    });
+    const cancel = el("button", { type: "button", className: "btn small suggest-cancel", textContent: "Cancel" });
+    const form = el("div", { className: "suggest-form", hidden: true }, [
+      text, el("div", { className: "actions" }, [cancel, submit]),
+    ]);
+    const bar = el("div", { className: "feedback" }, [up, down, suggest, status]);
+    answer.node.append(bar, form);
+
+    const buttons = [up, down, suggest, submit];
+
+    async function save(payload) {
+      buttons.forEach((b) => { b.disabled = true; });
+      status.classList.remove("error");
+      status.textContent = "Saving…";
+      try {
+        const resp = await fetch("/v1/feedback", {
+          method: "POST",
+          headers: { "Content-Type": "application/json" },
+          body: JSON.stringify({ trace_id: traceId, ...payload }),
+        });
+        if (!resp.ok) throw new Error(await errorMessage(resp));
+        status.textContent = "Thanks — feedback saved";
+        return true;
+      } catch (err) {
+        status.textContent = `Could not save feedback: ${err.message}`;
+        status.classList.add("error");
+        return false;
+      } finally {
+        buttons.forEach((b) => { b.disabled = false; });
+      }
+    }
+
+    async function rate(rating, chosen, other) {
+      if (await save({ rating })) {
+        chosen.classList.add("chosen");
+        chosen.setAttribute("aria-pressed", "true");
+        other.classList.remove("chosen");
+        other.setAttribute("aria-pressed", "false");
+      }
+    }
+
+    up.addEventListener("click", () => rate(1, up, down));
+    down.addEventListener("click", () => rate(-1, down, up));
+    suggest.addEventListener("click", () => {
+      form.hidden = !form.hidden;
+      if (!form.hidden) {
+        if (!text.value) text.value = answer.content.textContent;
+        text.focus();
+        text.select();
+      }
+    });
+    cancel.addEventListener("click", () => { form.hidden = true; });
+    submit.addEventListener("click", async () => {
+      const correction = text.value.trim();
+      if (!correction) {
+        status.textContent = "Write a better answer first.";
+        status.classList.add("error");
+        text.focus();
+        return;
+      }
+      if (await save({ correction })) {
+        form.hidden = true;
+        text.value = "";
+      }
+    });
+    text.addEventListener("keydown", (e) => {
+      if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) submit.click();
+    });
+  }
+
+  function setMeta(answer, result, seconds) {
+    const parts = [];
+    if (result.usage) parts.push(`${result.usage.completion_tokens} tokens`);
+    parts.push(`${seconds.toFixed(1)} s`);
+    if (result.finishReason === "length") parts.push("cut at max tokens");
+    if (result.aborted) parts.push("stopped");
+    const children = [el("span", { textContent: parts.join(" · ") })];
+    if (result.traceId) {
+      children.push(el("a", {
+        href: `/traces#${encodeURIComponent(result.traceId)}`, textContent: "trace", className: "trace-link",
+        title: result.traceId,
+      }));
+    }
+    if (result.error) {
+      children.push(el("span", { className: "error-note", textContent: `Error: ${result.error}` }));
+    }
+    answer.meta.replaceChildren(...children);
+  }
+
+  // ---------- streaming ----------
+
+  /**
+   * POST a streaming chat completion and read its server-sent events as they arrive.
+   * Events may be split across network reads, so bytes are buffered until a blank line ends each event.
+   */
+  async function streamChat(body, signal, onUpdate) {
+    const out = {
+      traceId: null, text: "", usage: null, finishReason: null, error: null, started: false, aborted: false,
+    };
+    let resp;
+    try {
+      resp = await fetch("/v1/chat/completions", {
+        method: "POST",
+        headers: { "Content-Type": "application/json", Accept: "text/event-stream", "X-Fmstack-App": "web-chat" },
+        body: JSON.stringify(body),
+        signal,
+      });
+    } catch (err) {
+      if (err.name === "AbortError") out.aborted = true;
+      else out.error = `Could not reach the server: ${err.message}`;
+      return out;
+    }
+    out.traceId = resp.headers.get("X-Fmstack-Trace-Id");
+    if (!resp.ok) {
+      out.error = await errorMessage(resp);
+      return out;
+    }
+    out.started = true;
+    onUpdate(out);
+
+    let done = false;
+    const handleEvent = (raw) => {
+      const data = raw.split(/\r?\n/)
+        .filter((line) => line.startsWith("data:"))
+        .map((line) => line.slice(5).replace(/^ /, ""))
+        .join("\n");
+      if (!data) return;
+      if (data === "[DONE]") {
+        done = true;
+        return;
+      }
+      let chunk;
+      try {
+        chunk = JSON.parse(data);
+      } catch (_) {
+        return; // not JSON: ignore, as OpenAI clients do
+      }
+      if (chunk.error) {
+        out.error = chunk.error.message || JSON.stringify(chunk.error);
+        return;
+      }
+      if (chunk.id && !out.traceId) out.traceId = chunk.id;
+      if (chunk.usage) out.usage = chunk.usage;
+      const choice = chunk.choices && chunk.choices[0];
+      if (choice) {
+        const piece = choice.delta && choice.delta.content;
+        if (piece) out.text += piece;
+        if (choice.finish_reason) out.finishReason = choice.finish_reason;
+      }
+      onUpdate(out);
+    };
+
+    const reader = resp.body.getReader();
+    const decoder = new TextDecoder();
+    const boundary = /\r?\n\r?\n/;
+    let buffer = "";
+    try {
+      while (!done) {
+        const { value, done: ended } = await reader.read();
+        if (ended) break;
+        buffer += decoder.decode(value, { stream: true });
+        let match;
+        while (!done && (match = boundary.exec(buffer))) {
+          const raw = buffer.slice(0, match.index);
+          buffer = buffer.slice(match.index + match[0].length);
+          handleEvent(raw);
+        }
+      }
+      buffer += decoder.decode();
+      if (!done && buffer.trim()) handleEvent(buffer);
+      if (done) reader.cancel().catch(() => {});
+      else if (!out.error && !out.finishReason) out.error = "The stream ended before the answer was complete.";
+    } catch (err) {
+      if (err.name === "AbortError") out.aborted = true;
+      else out.error = `The stream broke: ${err.message}`;
+    }
+    return out;
+  }
+
+  async function send() {
+    if (state.busy) return;
+    const text = ui.input.value.trim();
+    if (!text) {
+      ui.input.focus();
+      return;
+    }
+    const model = ui.model.value;
+    if (!model) {
+      showError("Pick a model first.");
+      return;
+    }
+    hideError();
+
+    const userTurn = { role: "user", content: text };
+    const messages = [];
+    const system = ui.system.value.trim();
+    if (system) messages.push({ role: "system", content: system });
+    messages.push(...state.history, userTurn);
+    const body = { model, messages, stream: true, stream_options: { include_usage: true } };
+    const maxTokens = parseInt(ui.maxTokens.value, 10);
+    if (maxTokens > 0) body.max_tokens = maxTokens;
+    const temperature = parseFloat(ui.temperature.value);
+    if (!Number.isNaN(temperature)) body.temperature = temperature;
+
+    ui.input.value = "";
+    autosize();
+    const userNode = addUserMessage(text);
+    const answer = addAssistantMessage(model);
+    const controller = new AbortController();
+    state.controller = controller;
+    const conversation = state.conversation;
+    setBusy(true);
+    const t0 = performance.now();
+
+    const result = await streamChat(body, controller.signal, (partial) => {
+      const follow = nearBottom();
+      if (partial.traceId) answer.node.dataset.traceId = partial.traceId;
+      answer.content.textContent = partial.text;
+      if (follow) scrollToBottom();
+    });
+
+    if (conversation !== state.conversation) return; // the user started a new conversation meanwhile
+    state.controller = null;
+    setBusy(false);
+    answer.node.classList.remove("streaming");
+
+    if (!result.started) {
+      // Nothing was generated: undo the turn and give the text back so it can be sent again.
+      answer.node.remove();
+      userNode.remove();
+      if (!ui.input.value) ui.input.value = text;
+      if (!ui.messages.querySelector(".message")) ui.emptyState.hidden = false;
+      if (result.error) showError(result.error);
+      ui.input.focus();
+      return;
+    }
+
+    if (result.traceId) answer.node.dataset.traceId = result.traceId;
+    if (!result.text) {
+      answer.content.replaceChildren(el("span", { className: "muted", textContent: "(empty answer)" }));
+    }
+    setMeta(answer, result, (performance.now() - t0) / 1000);
+
+    if (result.error) {
+      answer.node.classList.add("failed");
+      answer.node.dataset.state = "error";
+      showError(result.error);
+    } else {
+      answer.node.dataset.state = result.aborted ? "stopped" : "done";
+      if (!result.aborted || result.text) state.history.push(userTurn, { role: "assistant", content: result.text });
+    }
+    if (result.traceId && result.text) addFeedbackControls(answer, result.traceId);
+    if (nearBottom()) scrollToBottom();
+    ui.input.focus();
+    refreshLoaded(model);
+  }
+
+  /** After the first answer a model is loaded: say so in the picker without a page reload. */
+  function refreshLoaded(model) {
+    const m = state.models.get(model);
+    if (!m || m.loaded) return;
+    m.loaded = true;
+    const option = [...ui.model.options].find((o) => o.value === model);
+    if (option) option.textContent = `${model}  · loaded`;
+    showModelInfo();
+  }
+
+  function newConversation() {
+    if (state.controller) state.controller.abort();
+    state.controller = null;
+    state.conversation += 1;
+    setBusy(false);
+    state.history = [];
+    ui.messages.querySelectorAll(".message").forEach((n) => n.remove());
+    ui.emptyState.hidden = false;
+    hideError();
+    ui.input.focus();
+  }
+
+  function autosize() {
+    ui.input.style.height = "auto";
+    ui.input.style.height = `${Math.min(ui.input.scrollHeight + 2, 200)}px`;
+  }
+
+  // ---------- wiring ----------
+
+  ui.composer.addEventListener("submit", (e) => {
+    e.preventDefault();
+    send();
+  });
+  ui.input.addEventListener("keydown", (e) => {
+    if (e.key === "Enter" && !e.shiftKey && !e.isComposing) {
+      e.preventDefault();
+      send();
+    }
+  });
+  ui.input.addEventListener("input", autosize);
+  ui.stop.addEventListener("click", () => state.controller && state.controller.abort());
+  ui.newChat.addEventListener("click", newConversation);
+  ui.model.addEventListener("change", showModelInfo);
+  ui.errorClose.addEventListener("click", hideError);
+
+  loadModels();
+  ui.input.focus();
+})();

@@ -1,0 +1,420 @@
+// fmstack traces page: lists /api/traces and shows one trace's detail. Plain browser JavaScript, no build step.
+// All trace content goes through textContent, never innerHTML.
+"use strict";
+
+(() => {
+  const $ = (id) => document.getElementById(id);
+  const ui = {
+    layout: $("layout"),
+    filters: $("filters"),
+    model: $("filter-model"),
+    status: $("filter-status"),
+    limit: $("filter-limit"),
+    count: $("count"),
+    error: $("error"),
+    errorText: $("error-text"),
+    body: $("traces-body"),
+    detail: $("trace-detail"),
+    detailId: $("detail-id"),
+    detailClose: $("detail-close"),
+    summary: $("detail-summary"),
+    errorSection: $("detail-error-section"),
+    detailError: $("detail-error"),
+    messages: $("detail-messages"),
+    response: $("detail-response"),
+    params: $("detail-params"),
+    feedback: $("detail-feedback"),
+  };
+
+  const state = { selected: null, knownModels: new Set(), loading: 0 };
+
+  // ---------- helpers ----------
+
+  const PROPS = new Set(["className", "textContent", "hidden", "title", "tabIndex", "colSpan", "value"]);
+
+  function el(tag, props = {}, children = []) {
+    const node = document.createElement(tag);
+    for (const [key, value] of Object.entries(props)) {
+      if (value === undefined || value === null) continue;
+      if (PROPS.has(key)) node[key] = value;
+      else node.setAttribute(key, value);
+    }
+    for (const child of children) node.append(child);
+    return node;
+  }
+
+  function showError(message) {
+    ui.errorText.textContent = message;
+    ui.error.hidden = false;
+  }
+
+  function hideError() {
+    ui.error.hidden = true;
+  }
+
+  async function errorMessage(resp) {
+    try {
+      const body = await resp.json();
+      if (body && body.error && body.error.message) return body.error.message;
+    } catch (_) {
+      // not JSON
+    }
+    return `HTTP ${resp.status} ${resp.statusText}`;
+  }
+
+  async function getJSON(url) {
+    const resp = await fetch(url, { headers: { Accept: "application/json" } });
+    if (!resp.ok) throw new Error(await errorMessage(resp));
+    return resp.json();
+  }
+
+  /** Timestamps without a zone (SQLite drops it) are UTC. */
+  function parseTime(iso) {
+    if (!iso) return null;
+    const zoned = /(Z|[+-]\d\d:?\d\d)$/.test(iso) ? iso : `${iso}Z`;
+    const date = new Date(zoned);
+    return Number.isNaN(date.getTime()) ? null : date;
+  }
+
+  function formatTime(iso, full = false) {
+    const date = parseTime(iso);
+    if (!date) return iso || "—";
+    const time = date.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" });
+    const sameDay = date.toDateString() === new Date().toDateString();
+    if (sameDay && !full) return time;
+    return `${date.toLocaleDateString([], { year: "numeric", month: "short", day: "numeric" })} ${time}`;
+  }
+
+  function formatMs(value) {
+    if (value === null || value === undefined) return "—";
+    return Math.round(value).toLocaleString();
+  }
+
+  function formatCost(value) {
+    if (!value) return "$0";
+    if (value >= 0.01) return `$${value.toFixed(4)}`;
+    if (value < 0.000001) return "<$0.000001";
+    return `$${value.toFixed(6)}`;
+  }
+
+  function contentText(content) {
+    if (content === null || content === undefined) return "";
+    if (typeof content === "string") return content;
+    if (Array.isArray(content)) return content.map((p) => (p && typeof p.text === "string" ? p.text : "")).join("");
+    return JSON.stringify(content);
+  }
+
+  /** The last thing the user said: the last user message of a chat, or a completion's prompt. */
+  function inputSnippet(request) {
+    if (!request) return "";
+    if (Array.isArray(request.messages)) {
+      const users = request.messages.filter((m) => m && m.role === "user");
+      const last = users.length ? users[users.length - 1] : request.messages[request.messages.length - 1];
+      return last ? contentText(last.content) : "";
+    }
+    if (request.prompt !== undefined) return contentText(request.prompt);
+    if (request.input !== undefined) return contentText(request.input);
+    return "";
+  }
+
+  function feedbackCounts(feedback) {
+    const list = feedback || [];
+    return {
+      up: list.filter((f) => f.rating === 1).length,
+      down: list.filter((f) => f.rating === -1).length,
+      corrections: list.filter((f) => f.correction).length,
+      comments: list.filter((f) => f.comment).length,
+    };
+  }
+
+  function feedbackSummary(feedback) {
+    const c = feedbackCounts(feedback);
+    const parts = [];
+    if (c.up) parts.push(`👍 ${c.up}`);
+    if (c.down) parts.push(`👎 ${c.down}`);
+    if (c.corrections) parts.push(`✎ ${c.corrections}`);
+    if (c.comments) parts.push(`💬 ${c.comments}`);
+    return parts.length ? parts.join("  ") : "—";
+  }
+
+  function badge(status) {
+    const known = ["ok", "error", "cancelled"].includes(status) ? status : "error";
+    return el("span", { className: `badge ${known}`, textContent: status || "?" });
+  }
+
+  // ---------- list ----------
+
+  function filterParams() {
+    const params = new URLSearchParams({ limit: ui.limit.value || "50" });
+    if (ui.model.value) params.set("model", ui.model.value);
+    if (ui.status.value) params.set("status", ui.status.value);
+    return params;
+  }
+
+  function updateModelOptions(names) {
+    let added = false;
+    for (const name of names) {
+      if (name && !state.knownModels.has(name)) {
+        state.knownModels.add(name);
+        added = true;
+      }
+    }
+    if (!added) return;
+    const current = ui.model.value;
+    const sorted = [...state.knownModels].sort();
+    ui.model.replaceChildren(
+      el("option", { value: "", textContent: "All models" }),
+      ...sorted.map((name) => el("option", { value: name, textContent: name })),
+    );
+    ui.model.value = current;
+  }
+
+  async function loadModels() {
+    try {
+      const body = await getJSON("/v1/models");
+      updateModelOptions((body.data || []).map((m) => m.id));
+    } catch (_) {
+      // the filter still fills from the traces themselves
+    }
+  }
+
+  function row(trace) {
+    const tr = el("tr", {
+      className: "trace-row", tabIndex: 0, "data-trace-id": trace.id, "data-testid": "trace-row",
+      title: trace.id,
+    });
+    if (trace.id === state.selected) tr.classList.add("selected");
+    const input = inputSnippet(trace.request);
+    tr.append(
+      el("td", { className: "time", textContent: formatTime(trace.created_at), title: formatTime(trace.created_at, true) }),
+      el("td", { className: "model" }, [
+        document.createTextNode(trace.model || "—"),
+        el("span", { className: "endpoint", textContent: trace.endpoint || "" }),
+      ]),
+      el("td", { className: "input", textContent: input.replace(/\s+/g, " ").trim() || "—", title: input.slice(0, 500) }),
+      el("td", { className: "status" }, [badge(trace.status)]),
+      el("td", {
+        className: "num tokens",
+        textContent: `${trace.prompt_tokens ?? 0} / ${trace.completion_tokens ?? 0}`,
+      }),
+      el("td", { className: "num ttft", textContent: formatMs(trace.ttft_ms) }),
+      el("td", { className: "num latency", textContent: formatMs(trace.latency_ms) }),
+      el("td", { className: "num cost", textContent: formatCost(trace.cost), title: String(trace.cost ?? 0) }),
+      el("td", { className: "feedback-summary", textContent: feedbackSummary(trace.feedback) }),
+    );
+    const open = () => openTrace(trace.id);
+    tr.addEventListener("click", open);
+    tr.addEventListener("keydown", (e) => {
+      if (e.key === "Enter" || e.key === " ") {
+        e.preventDefault();
+        open();
+      }
+    });
+    return tr;
+  }
+
+  async function loadTraces() {
+    const ticket = ++state.loading;
+    ui.count.textContent = "Loading…";
+    let traces;
+    try {
+      traces = (await getJSON(`/api/traces?${filterParams()}`)).data || [];
+    } catch (err) {
+      if (ticket !== state.loading) return;
+      ui.count.textContent = "";
+      showError(`Could not load traces: ${err.message}`);
+      return;
+    }
+    if (ticket !== state.loading) return; // a newer refresh is on its way
+    hideError();
+    updateModelOptions(traces.map((t) => t.model));
+    if (!traces.length) {
+      const filtered = ui.model.value || ui.status.value;
+      ui.body.replaceChildren(el("tr", {}, [el("td", {
+        className: "empty", colSpan: 9,
+        textContent: filtered ? "No traces match these filters." : "No requests yet. Ask something on the Chat page.",
+      })]));
+    } else {
+      ui.body.replaceChildren(...traces.map(row));
+    }
+    const shown = traces.length === Number(ui.limit.value) ? `${traces.length} newest` : `${traces.length}`;
+    ui.count.textContent = `${shown} trace${traces.length === 1 ? "" : "s"} · updated ${formatTime(new Date().toISOString())}`;
+  }
+
+  // ---------- detail ----------
+
+  function summaryItems(t) {
+    const tokens = `${t.prompt_tokens ?? 0} in / ${t.completion_tokens ?? 0} out`;
+    const items = [
+      ["Time", formatTime(t.created_at, true)],
+      ["Model", t.model],
+      ["Engine", t.engine],
+      ["Endpoint", t.endpoint],
+      ["App", t.app],
+      ["User", t.user],
+      ["Prompt version", t.prompt_version],
+      ["Status", null],
+      ["Finish reason", t.finish_reason],
+      ["Tokens", tokens],
+      ["TTFT", t.ttft_ms == null ? null : `${formatMs(t.ttft_ms)} ms`],
+      ["Latency", t.latency_ms == null ? null : `${formatMs(t.latency_ms)} ms`],
+      ["Speed", t.tokens_per_s == null ? null : `${t.tokens_per_s.toFixed(1)} tokens/s`],
+      ["Cost", formatCost(t.cost)],
+    ];
+    const nodes = [];
+    for (const [label, value] of items) {
+      if (label === "Status") {
+        nodes.push(el("dt", { textContent: label }), el("dd", {}, [
+          badge(t.status), document.createTextNode(t.status_code ? `  HTTP ${t.status_code}` : ""),
+        ]));
+      } else if (value !== null && value !== undefined && value !== "") {
+        nodes.push(el("dt", { textContent: label }), el("dd", { textContent: String(value) }));
+      }
+    }
+    return nodes;
+  }
+
+  function requestNodes(request) {
+    if (!request) return [el("div", { className: "muted", textContent: "No request body was recorded." })];
+    const nodes = [];
+    if (Array.isArray(request.messages)) {
+      for (const m of request.messages) {
+        nodes.push(el("div", { className: "msg", "data-role": m && m.role }, [
+          el("span", { className: "role", textContent: (m && m.role) || "?" }),
+          el("div", { className: "text-block", textContent: contentText(m && m.content) }),
+        ]));
+      }
+    } else if (request.prompt !== undefined) {
+      nodes.push(el("div", { className: "msg" }, [
+        el("span", { className: "role", textContent: "prompt" }),
+        el("div", { className: "text-block", textContent: contentText(request.prompt) }),
+      ]));
+    } else if (request.input !== undefined) {
+      nodes.push(el("div", { className: "msg" }, [
+        el("span", { className: "role", textContent: "input" }),
+        el("div", { className: "text-block", textContent: contentText(request.input) }),
+      ]));
+    }
+    if (!nodes.length) nodes.push(el("pre", { textContent: JSON.stringify(request, null, 2) }));
+    return nodes;
+  }
+
+  function paramsText(request) {
+    if (!request) return "—";
+    const rest = {};
+    for (const [key, value] of Object.entries(request)) {
+      if (!["messages", "prompt", "input"].includes(key)) rest[key] = value;
+    }
+    return Object.keys(rest).length ? JSON.stringify(rest, null, 2) : "—";
+  }
+
+  function feedbackNodes(feedback) {
+    if (!feedback || !feedback.length) {
+      return [el("div", { className: "muted", textContent: "No feedback yet. Rate answers on the Chat page." })];
+    }
+    return feedback.map((f) => {
+      const rating = f.rating === 1 ? "👍" : f.rating === -1 ? "👎" : "";
+      const item = el("div", { className: "fb-item", "data-testid": "feedback-item", "data-rating": String(f.rating) }, [
+        el("div", { className: "fb-head" }, [
+          el("span", { className: "fb-rating", textContent: rating || "•" }),
+          el("span", { textContent: f.rating === 1 ? "thumbs up" : f.rating === -1 ? "thumbs down" : "note" }),
+          el("span", { textContent: formatTime(f.created_at, true) }),
+        ]),
+      ]);
+      if (f.correction) {
+        item.append(
+          el("div", { className: "fb-label", textContent: "Suggested answer" }),
+          el("div", { className: "text-block correction", "data-testid": "feedback-correction", textContent: f.correction }),
+        );
+      }
+      if (f.comment) {
+        item.append(
+          el("div", { className: "fb-label", textContent: "Comment" }),
+          el("div", { className: "text-block comment", textContent: f.comment }),
+        );
+      }
+      return item;
+    });
+  }
+
+  function renderDetail(t) {
+    ui.detailId.textContent = t.id;
+    ui.detail.dataset.traceId = t.id;
+    ui.summary.replaceChildren(...summaryItems(t));
+    ui.errorSection.hidden = !t.error;
+    ui.detailError.textContent = t.error || "";
+    ui.messages.replaceChildren(...requestNodes(t.request));
+    if (t.response_text) {
+      ui.response.textContent = t.response_text;
+      ui.response.classList.remove("muted");
+    } else {
+      ui.response.textContent = t.status === "ok" ? "(empty response)" : "(no response)";
+      ui.response.classList.add("muted");
+    }
+    ui.params.textContent = paramsText(t.request);
+    ui.feedback.replaceChildren(...feedbackNodes(t.feedback));
+  }
+
+  function markSelected(id) {
+    for (const tr of ui.body.querySelectorAll("tr.trace-row")) {
+      tr.classList.toggle("selected", tr.dataset.traceId === id);
+    }
+  }
+
+  async function openTrace(id) {
+    state.selected = id;
+    markSelected(id);
+    ui.layout.classList.add("with-detail");
+    ui.detail.hidden = false;
+    ui.detail.setAttribute("aria-busy", "true");
+    if (location.hash.slice(1) !== encodeURIComponent(id)) {
+      history.replaceState(null, "", `#${encodeURIComponent(id)}`);
+    }
+    try {
+      const trace = await getJSON(`/api/traces/${encodeURIComponent(id)}`);
+      if (state.selected !== id) return;
+      renderDetail(trace);
+    } catch (err) {
+      if (state.selected !== id) return;
+      ui.detailId.textContent = id;
+      ui.summary.replaceChildren();
+      ui.errorSection.hidden = false;
+      ui.detailError.textContent = `Could not load this trace: ${err.message}`;
+      ui.messages.replaceChildren();
+      ui.response.textContent = "";
+      ui.params.textContent = "";
+      ui.feedback.replaceChildren();
+    } finally {
+      ui.detail.removeAttribute("aria-busy");
+    }
+  }
+
+  function closeDetail() {
+    state.selected = null;
+    markSelected(null);
+    ui.detail.hidden = true;
+    ui.layout.classList.remove("with-detail");
+    history.replaceState(null, "", location.pathname + location.search);
+  }
+
+  // ---------- wiring ----------
+
+  ui.filters.addEventListener("submit", (e) => {
+    e.preventDefault();
+    loadTraces();
+  });
+  for (const select of [ui.model, ui.status, ui.limit]) select.addEventListener("change", loadTraces);
+  ui.detailClose.addEventListener("click", closeDetail);
+  document.addEventListener("keydown", (e) => {
+    if (e.key === "Escape" && !ui.detail.hidden) closeDetail();
+  });
+  window.addEventListener("hashchange", () => {
+    const id = decodeURIComponent(location.hash.slice(1));
+    if (id && id !== state.selected) openTrace(id);
+  });
+
+  loadModels();
+  loadTraces();
+  const initial = decodeURIComponent(location.hash.slice(1));
+  if (initial) openTrace(initial);
+})();

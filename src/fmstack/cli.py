@@ -1,0 +1,261 @@
+"""The `fmstack` command: a thin layer that maps commands to functions of the package."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
+from rich.table import Table
+
+from fmstack import __version__
+from fmstack.config import get_settings
+from fmstack.errors import FmstackError
+
+app = typer.Typer(
+    help="fmstack: serve, trace, monitor, evaluate and adapt foundation models on your machine.\n\nExample: fmstack up",
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode="rich",
+)
+traces_app = typer.Typer(
+    help="Inspect and export request traces.\n\nExample: fmstack traces list --limit 20", no_args_is_help=True
+)
+app.add_typer(traces_app, name="traces")
+console = Console()
+err = Console(stderr=True)
+
+
+@contextmanager
+def preparing(name: str) -> Iterator[Callable[[int, int], None]]:
+    """A progress bar while a model's files are joined or hashed (minutes for a large model, once)."""
+    columns = (BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn())
+    with Progress(f"preparing {name}", *columns, console=console, transient=True) as bar:
+        task = bar.add_task(name, total=None)
+        yield lambda done, total: bar.update(task, completed=done, total=total)
+
+
+def _fail(exc: FmstackError) -> None:
+    err.print(f"[bold red]error:[/] {exc.message}")
+    raise typer.Exit(2)
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"fmstack {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+) -> None:
+    """fmstack: a local-first AI engineering stack."""
+
+
+@app.command()
+def up(
+    model: str = typer.Option(None, "--model", "-m", help="Model to load at start (default: FMSTACK_DEFAULT_MODEL)."),
+    host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
+    port: int = typer.Option(8000, help="Port to listen on."),
+) -> None:
+    """Start the server: OpenAI-compatible API, web UI and metrics.
+
+    Example: fmstack up --model smollm2-135m-instruct --port 8000
+    """
+    import uvicorn
+
+    from fmstack.infra.registry import Registry
+    from fmstack.infra.server import create_app
+
+    settings = get_settings()
+    name = model or settings.default_model
+    try:
+        spec = Registry(settings).get(name)
+        with preparing(name) as progress:
+            spec.local_path(settings, progress) if spec.engine != "openai" else None
+        application = create_app(settings, preload=[name])
+    except FmstackError as exc:
+        _fail(exc)
+    base = f"http://{host}:{port}"
+    console.print(f"[bold]fmstack {__version__}[/] serving [cyan]{name}[/] (data in {settings.home})")
+    console.print(f"  API      {base}/v1   (OpenAI-compatible; docs at {base}/docs)")
+    console.print(f"  UI       {base}/")
+    console.print(f"  Metrics  {base}/metrics")
+    uvicorn.run(application, host=host, port=port, log_level="warning")
+
+
+models_app = typer.Typer(help="List and convert models.\n\nExample: fmstack models", invoke_without_command=True)
+app.add_typer(models_app, name="models")
+
+
+@models_app.callback()
+def models(ctx: typer.Context) -> None:
+    """List every model: engine, source, availability and size.
+
+    Example: fmstack models
+    """
+    if ctx.invoked_subcommand:
+        return
+    from fmstack.infra.registry import Registry
+
+    try:
+        registry = Registry(get_settings())
+    except FmstackError as exc:
+        _fail(exc)
+    table = Table("name", "engine", "kind", "source", "context", "available", "size")
+    for spec in registry:
+        size = spec.size_bytes()
+        table.add_row(
+            spec.name,
+            spec.engine,
+            spec.kind,
+            spec.source_label(),
+            str(spec.context_length),
+            "yes" if spec.available() else "[red]no[/]",
+            f"{size / 1e6:,.0f} MB" if size else "-",
+        )
+    console.print(table)
+
+
+@models_app.command("convert")
+def models_convert(
+    model: str = typer.Argument(..., help="A llamacpp (GGUF) model from the registry."),
+    name: str = typer.Option(..., "--name", help="Name for the converted model."),
+) -> None:
+    """Convert a GGUF model to a Hugging Face checkpoint and register it on the transformers engine.
+
+    Example: fmstack models convert smollm2-135m-instruct --name smollm2-hf
+    """
+    from fmstack.infra.registry import Registry, register_user_model
+    from fmstack.model.convert import gguf_to_hf
+
+    settings = get_settings()
+    try:
+        spec = Registry(settings).get(model)
+        if spec.engine != "llamacpp":
+            raise FmstackError(f"'{model}' runs on {spec.engine}; only GGUF (llamacpp) models convert.")
+        with preparing(model) as progress:
+            gguf = spec.local_path(settings, progress)
+        with console.status(f"converting {model} to a Hugging Face checkpoint"):
+            out = gguf_to_hf(gguf, settings.models_dir / name)
+        register_user_model(
+            settings,
+            name,
+            engine="transformers",
+            source=f"path:{out}",
+            context_length=spec.context_length,
+            description=f"{model} converted from GGUF",
+        )
+    except FmstackError as exc:
+        _fail(exc)
+    console.print(f"converted to {out}; registered as [cyan]{name}[/] (engine transformers)")
+
+
+@app.command()
+def chat(
+    model: str = typer.Option(None, "--model", "-m", help="Model to chat with."),
+    system: str = typer.Option(None, "--system", "-s", help="System prompt."),
+    url: str = typer.Option(
+        None,
+        "--url",
+        help="Talk to a running fmstack (or any OpenAI-compatible) server "
+        "instead of loading the model in this process, e.g. http://127.0.0.1:8000/v1",
+    ),
+) -> None:
+    """Chat in the terminal, streaming. Commands: /model NAME, /system TEXT, /reset, /quit.
+
+    Example: fmstack chat --model smollm2-135m-instruct --system "Answer briefly."
+    """
+    from fmstack.app.chat import run_chat
+
+    settings = get_settings()
+    try:
+        run_chat(console, settings, model or settings.default_model, system, url)
+    except FmstackError as exc:
+        _fail(exc)
+
+
+@traces_app.command("list")
+def traces_list(
+    limit: int = typer.Option(20, help="How many, newest first."),
+    model: str = typer.Option(None, help="Only this model."),
+    app_name: str = typer.Option(None, "--app", help="Only this app (the X-Fmstack-App header)."),
+    status: str = typer.Option(None, help="ok, error or cancelled."),
+) -> None:
+    """List recent requests with latency, tokens, cost and feedback.
+
+    Example: fmstack traces list --limit 20 --status error
+    """
+    from fmstack.infra.store import open_store
+    from fmstack.infra.store.traces import list_traces
+
+    with open_store(get_settings())() as session:
+        rows = list_traces(session, limit=limit, model=model, app=app_name, status=status)
+        table = Table("id", "time", "model", "status", "tokens in/out", "ttft ms", "latency ms", "cost $", "fb")
+        for t in rows:
+            rating = sum(f.rating or 0 for f in t.feedback)
+            table.add_row(
+                t.id,
+                t.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+                t.model or "-",
+                t.status,
+                f"{t.prompt_tokens}/{t.completion_tokens}",
+                _ms(t.ttft_ms),
+                _ms(t.latency_ms),
+                f"{t.cost:.6f}",
+                f"{rating:+d}" if t.feedback else "",
+            )
+        console.print(table)
+
+
+def _ms(value: float | None) -> str:
+    return f"{value:,.0f}" if value is not None else "-"
+
+
+@traces_app.command("show")
+def traces_show(trace_id: str = typer.Argument(..., help="The trace id (the completion's `id`).")) -> None:
+    """Show one trace as JSON, with its feedback.
+
+    Example: fmstack traces show chatcmpl-0123abcd...
+    """
+    from fmstack.infra.store import open_store
+    from fmstack.infra.store.traces import get_trace, trace_dict
+
+    try:
+        with open_store(get_settings())() as session:
+            console.print_json(json.dumps(trace_dict(get_trace(session, trace_id)), default=str))
+    except FmstackError as exc:
+        _fail(exc)
+
+
+@traces_app.command("export")
+def traces_export(
+    output: Path = typer.Option(None, "--output", "-o", help="File to write (default: standard output)."),
+    fmt: str = typer.Option("jsonl", "--format", help="Only jsonl for now."),
+    model: str = typer.Option(None, help="Only this model."),
+    app_name: str = typer.Option(None, "--app", help="Only this app."),
+) -> None:
+    """Export traces with their feedback, one JSON object per line.
+
+    Example: fmstack traces export --format jsonl -o traces.jsonl
+    """
+    from fmstack.infra.store import open_store
+    from fmstack.infra.store.traces import iter_traces, trace_dict
+
+    if fmt != "jsonl":
+        _fail(FmstackError(f"--format {fmt!r} is not supported; use jsonl."))
+    out = output.open("w") if output else sys.stdout
+    count = 0
+    with open_store(get_settings())() as session:
+        for trace in iter_traces(session, model=model, app=app_name):
+            out.write(json.dumps(trace_dict(trace), default=str, ensure_ascii=False) + "\n")
+            count += 1
+    if output:
+        out.close()
+        err.print(f"wrote {count} traces to {output}")

@@ -1,0 +1,117 @@
+"""The one interface every engine offers: prepare a request, then stream its tokens.
+
+`prepare` does everything that can fail because of the user's input (rendering the chat template, counting
+tokens, checking the context, capping max_tokens) before anything is queued, so such failures are 400s and not
+errors in the middle of a stream.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from fmstack.errors import ContextLengthExceeded, InvalidRequest
+from fmstack.infra.registry import ModelSpec
+
+
+@dataclass
+class GenerationRequest:
+    """A chat (`messages`) or completion (`prompt`) request, with OpenAI's sampling parameters."""
+
+    messages: list[dict] | None = None
+    prompt: str | None = None
+    max_tokens: int | None = None
+    temperature: float = 1.0
+    top_p: float = 1.0
+    stop: list[str] = field(default_factory=list)
+    seed: int | None = None
+    response_format: dict | None = None
+    logprobs: bool = False
+    top_logprobs: int = 0
+
+
+@dataclass
+class Prepared:
+    """A validated request: the prompt as the model sees it, its token count and the tokens it may add."""
+
+    request: GenerationRequest
+    prompt: str
+    prompt_tokens: int
+    max_tokens: int
+    tokens: list[int] = field(default_factory=list)
+    constraint: object = None  # engine-specific, built once in prepare (llama.cpp: the JSON grammar)
+
+
+@dataclass
+class TopLogprob:
+    token: str
+    logprob: float
+    bytes: list[int]
+
+
+@dataclass
+class Delta:
+    """A piece of generated text; `logprobs` holds one entry per token in it when they were asked for."""
+
+    text: str
+    logprobs: list[tuple[TopLogprob, list[TopLogprob]]] = field(default_factory=list)
+
+
+@dataclass
+class Finish:
+    """The last event of every stream."""
+
+    reason: str  # "stop" | "length"
+    prompt_tokens: int
+    completion_tokens: int
+
+
+Event = Delta | Finish
+
+
+class Engine(ABC):
+    """A loaded model. Local engines put a `Scheduler` between callers and the model; remote ones do not."""
+
+    spec: ModelSpec
+
+    @property
+    def context_length(self) -> int:
+        return self.spec.context_length
+
+    @abstractmethod
+    def prepare(self, request: GenerationRequest) -> Prepared:
+        """Validate and render the request; raise `FmstackError` for anything the user must fix."""
+
+    @abstractmethod
+    def stream(self, prepared: Prepared) -> AsyncIterator[Event]:
+        """Start generating (raising `QueueFull` at once if it cannot be queued) and return the token stream.
+
+        Closing the iterator (a client gone, a timeout) stops the generation.
+        """
+
+    def queue_depth(self) -> int:
+        return 0
+
+    @abstractmethod
+    def close(self) -> None:
+        """Free the model's memory and threads."""
+
+
+def check_context(prompt_tokens: int, requested: int | None, context_length: int) -> int:
+    """Refuse prompts that do not fit; cap max_tokens to the room that is left. Returns the effective max."""
+    room = context_length - prompt_tokens
+    if room <= 0:
+        raise ContextLengthExceeded(
+            f"This model's maximum context length is {context_length} tokens; the prompt has {prompt_tokens} "
+            f"tokens, {prompt_tokens - context_length + 1} too many (at least one token must be generated). "
+            "Shorten the messages."
+        )
+    if requested is not None and requested < 1:
+        raise InvalidRequest("max_tokens must be at least 1.", param="max_tokens")
+    return room if requested is None else min(requested, room)
+
+
+def validate_messages(messages: list[dict]) -> None:
+    if not messages:
+        raise InvalidRequest("'messages' must contain at least one message.", param="messages")

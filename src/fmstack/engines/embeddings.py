@@ -1,0 +1,40 @@
+"""Sentence embeddings (the packaged all-MiniLM-L6-v2) on sentence-transformers."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from fmstack.errors import InvalidRequest
+from fmstack.infra.registry import ModelSpec
+
+
+class EmbeddingEngine:
+    def __init__(self, spec: ModelSpec, path: Path):
+        from sentence_transformers import SentenceTransformer
+
+        self.spec = spec
+        self.model = SentenceTransformer(str(path), device="cpu", local_files_only=True)
+        self._lock = threading.Lock()  # one batch at a time: the model is not re-entrant
+
+    @property
+    def dimensions(self) -> int:
+        return self.model.get_sentence_embedding_dimension()
+
+    def embed(self, texts: list[str]) -> tuple[np.ndarray, int]:
+        """Unit-length vectors for `texts`, and the number of tokens they used. Refuses texts the model would
+        silently truncate."""
+        lengths = [len(ids) for ids in self.model.tokenizer(texts)["input_ids"]]
+        limit = self.model.max_seq_length
+        for i, n in enumerate(lengths):
+            if n > limit:
+                raise InvalidRequest(
+                    f"input[{i}] has {n} tokens; model '{self.spec.name}' takes at most {limit}. "
+                    "Split it into shorter chunks.",
+                    param="input",
+                )
+        with self._lock:
+            vectors = self.model.encode(texts, batch_size=64, normalize_embeddings=True, convert_to_numpy=True)
+        return vectors.astype(np.float32), sum(lengths)

@@ -1,0 +1,1 @@
+"""Infrastructure layer: model registry and sources, the store, metrics and the server."""

@@ -1,0 +1,64 @@
+"""Prometheus metrics: what an operator watches (latency, TTFT, TPOT, tokens, cost, queue, in flight)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+TPOT_BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1)
+
+
+class Metrics:
+    """One registry per server, so several servers in one process (tests) do not share counters."""
+
+    def __init__(self, queue_depths: Callable[[], dict[str, int]]):
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "fmstack_requests", "Requests by model, endpoint and status", ["model", "endpoint", "status"], registry=r
+        )
+        self.latency = Histogram(
+            "fmstack_request_latency_seconds", "End-to-end latency", ["model"], buckets=LATENCY_BUCKETS, registry=r
+        )
+        self.ttft = Histogram(
+            "fmstack_time_to_first_token_seconds",
+            "Time to first token",
+            ["model"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.tpot = Histogram(
+            "fmstack_time_per_output_token_seconds",
+            "Time per output token after the first",
+            ["model"],
+            buckets=TPOT_BUCKETS,
+            registry=r,
+        )
+        self.tokens = Counter("fmstack_tokens", "Tokens in and out", ["model", "direction"], registry=r)
+        self.cost = Counter("fmstack_cost_usd", "Cost in US dollars at the registry's prices", ["model"], registry=r)
+        self.in_flight = Gauge("fmstack_requests_in_flight", "Requests being served", ["model"], registry=r)
+        self.queue_depth = Gauge("fmstack_queue_depth", "Requests waiting for a model", ["model"], registry=r)
+        self._queue_depths = queue_depths
+
+    def observe(self, row: dict) -> None:
+        """Record a finished request from its trace row."""
+        model = row.get("model") or "unknown"
+        self.requests.labels(model, row["endpoint"], row["status"]).inc()
+        if row["status"] != "ok":
+            return
+        self.latency.labels(model).observe(row["latency_ms"] / 1000)
+        if row.get("ttft_ms") is not None:
+            self.ttft.labels(model).observe(row["ttft_ms"] / 1000)
+        if row["completion_tokens"] > 1 and row.get("ttft_ms") is not None:
+            tpot = (row["latency_ms"] - row["ttft_ms"]) / 1000 / (row["completion_tokens"] - 1)
+            self.tpot.labels(model).observe(tpot)
+        self.tokens.labels(model, "in").inc(row["prompt_tokens"])
+        self.tokens.labels(model, "out").inc(row["completion_tokens"])
+        self.cost.labels(model).inc(row["cost"])
+
+    def render(self) -> bytes:
+        for model, depth in self._queue_depths().items():
+            self.queue_depth.labels(model).set(depth)
+        return generate_latest(self.registry)

@@ -1,0 +1,150 @@
+"""The fmstack server: one FastAPI app with the OpenAI-compatible API, the web UI, /metrics and /healthz."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from sqlalchemy.orm import sessionmaker
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from fmstack import __version__
+from fmstack.config import Settings, get_settings
+from fmstack.engines.pool import EnginePool
+from fmstack.errors import FmstackError, QueueFull
+from fmstack.infra.metrics import Metrics
+from fmstack.infra.registry import Registry
+from fmstack.infra.server import openai_api, ui_api
+from fmstack.infra.server.calls import Call
+from fmstack.infra.server.limits import BodyLimit
+from fmstack.infra.store import open_store
+from fmstack.infra.store.traces import TraceWriter
+
+
+@dataclass
+class Services:
+    """What request handlers share: settings, models, the store and metrics."""
+
+    settings: Settings
+    registry: Registry
+    pool: EnginePool
+    sessions: sessionmaker
+    writer: TraceWriter
+    metrics: Metrics
+
+    def queue_depths(self) -> dict[str, int]:
+        return {name: e.queue_depth() for name, e in self.pool.loaded.items() if hasattr(e, "queue_depth")}
+
+
+def create_app(settings: Settings | None = None, preload: list[str] | None = None) -> FastAPI:
+    """Build the app; `preload` names models to load at start-up instead of on their first request."""
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        for name in preload or []:
+            await asyncio.to_thread(services.pool.get, name)
+        yield
+        services.writer.close()
+        services.pool.close()
+
+    registry = Registry(settings)
+    sessions = open_store(settings)
+    pool = EnginePool(registry, settings)
+    services = Services(settings, registry, pool, sessions, TraceWriter(sessions), None)  # type: ignore[arg-type]
+    services.metrics = Metrics(services.queue_depths)
+
+    app = FastAPI(
+        title="fmstack",
+        version=__version__,
+        description="OpenAI-compatible API over local and remote models, with traces, feedback and metrics.",
+        lifespan=lifespan,
+    )
+    app.state.services = services
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, on_reject=_trace_rejected(services))
+    app.include_router(openai_api.router)
+    app.include_router(ui_api.router)
+    _install_error_handlers(app, services)
+
+    @app.get("/healthz", tags=["fmstack"])
+    async def healthz() -> dict:
+        return {"status": "ok", "version": __version__, "models_loaded": sorted(services.pool.loaded)}
+
+    @app.get("/metrics", tags=["fmstack"])
+    async def metrics() -> Response:
+        return Response(services.metrics.render(), media_type="text/plain; version=0.0.4")
+
+    return app
+
+
+def _error(exc: FmstackError) -> JSONResponse:
+    headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, QueueFull) else None
+    return JSONResponse(exc.to_body(), status_code=exc.status, headers=headers)
+
+
+def _endpoint_name(request: Request) -> str:
+    return request.url.path.removeprefix("/v1/").replace("/", ".")
+
+
+def _trace_rejected(services: Services):
+    def record(path: str, exc: FmstackError) -> None:
+        Call(services, path.removeprefix("/v1/").replace("/", "."), "req", None, None).fail(exc)
+
+    return record
+
+
+def _install_error_handlers(app: FastAPI, services: Services) -> None:
+    @app.exception_handler(FmstackError)
+    async def fmstack_error(request: Request, exc: FmstackError) -> JSONResponse:
+        return _error(exc)  # the endpoint has already traced it
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        err = _validation_error(exc)
+        if request.url.path.startswith("/v1/"):
+            body = exc.body if isinstance(exc.body, dict) else {"raw": _raw(exc.body)}
+            Call(services, _endpoint_name(request), "req", body, request.headers.get("x-fmstack-app")).fail(err)
+        return _error(err)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        err = FmstackError(str(exc.detail), code=str(exc.status_code))
+        err.status, err.type = exc.status_code, "not_found_error" if exc.status_code == 404 else "invalid_request_error"
+        return _error(err)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        body = {
+            "error": {
+                "message": f"Internal error: {type(exc).__name__}: {exc}",
+                "type": "server_error",
+                "param": None,
+                "code": None,
+            }
+        }
+        return JSONResponse(body, status_code=500)
+
+
+def _raw(body: object) -> str | None:
+    if body is None:
+        return None
+    if isinstance(body, bytes):
+        return body[:2000].decode("utf-8", errors="replace")
+    return json.dumps(body, default=str)[:2000]
+
+
+def _validation_error(exc: RequestValidationError) -> FmstackError:
+    """Pydantic's first complaint as one OpenAI-style sentence naming the field."""
+    first = exc.errors()[0]
+    loc = [str(p) for p in first.get("loc", ()) if p != "body"]
+    param = ".".join(loc) or None
+    if first.get("type") == "json_invalid" or not loc and first.get("type") != "missing":
+        return FmstackError(
+            f"The request body is not valid JSON ({first.get('msg')}). Send a UTF-8 JSON object.", code="invalid_json"
+        )
+    return FmstackError(f"Invalid value for '{param}': {first.get('msg')}.", param=param, code="invalid_value")

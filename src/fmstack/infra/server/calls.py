@@ -1,0 +1,126 @@
+"""One request's life: what it asked, what came back, how long it took. It ends as a trace row and metrics.
+
+Every request builds a `Call`; whatever happens (success, user error, engine error, client gone, timeout) the
+call is closed exactly once and handed to the trace writer, so the traces table matches the requests sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
+
+from fmstack.engines.base import Delta, Event, Finish
+from fmstack.errors import FmstackError, RequestTimeout
+from fmstack.infra.registry import ModelSpec
+from fmstack.infra.store.schema import utcnow
+
+if TYPE_CHECKING:
+    from fmstack.infra.server.app import Services
+
+
+class Call:
+    def __init__(self, services: Services, endpoint: str, prefix: str, params: dict | None, app: str | None):
+        self.services = services
+        self.id = f"{prefix}-{uuid.uuid4().hex}"
+        self.created = int(time.time())
+        self._t0 = time.perf_counter()
+        self._first: float | None = None
+        self.spec: ModelSpec | None = None
+        self.parts: list[str] = []
+        self.finish: Finish | None = None
+        self._closed = False
+        self.row: dict = dict(
+            id=self.id,
+            created_at=utcnow(),
+            endpoint=endpoint,
+            model=(params or {}).get("model") if isinstance((params or {}).get("model"), str) else None,
+            app=app,
+            user=(params or {}).get("user") if isinstance((params or {}).get("user"), str) else None,
+            request=params,
+            prompt_tokens=0,
+            completion_tokens=0,
+            cost=0.0,
+        )
+
+    def use(self, spec: ModelSpec) -> None:
+        self.spec = spec
+        self.row.update(model=spec.name, engine=spec.engine)
+
+    @property
+    def text(self) -> str:
+        return "".join(self.parts)
+
+    def ok(self, prompt_tokens: int, completion_tokens: int, finish_reason: str | None = None) -> None:
+        cost = self.spec.cost(prompt_tokens, completion_tokens) if self.spec else 0.0
+        self.row.update(
+            status="ok",
+            status_code=200,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            finish_reason=finish_reason,
+            cost=cost,
+        )
+        self.close()
+
+    def fail(self, exc: BaseException) -> None:
+        if isinstance(exc, FmstackError):
+            self.row.update(status="error", status_code=exc.status, error=exc.message)
+        else:
+            self.row.update(status="error", status_code=500, error=f"{type(exc).__name__}: {exc}")
+        self.close()
+
+    def cancel(self) -> None:
+        self.row.update(status="cancelled", status_code=499, error="client disconnected")
+        self.close()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        now = time.perf_counter()
+        row = self.row
+        row.setdefault("status", "error")
+        row.setdefault("status_code", 500)
+        row["latency_ms"] = (now - self._t0) * 1000
+        row["response_text"] = self.text if self.parts else None
+        if self._first is not None:
+            row["ttft_ms"] = (self._first - self._t0) * 1000
+            decode_s = now - self._first
+            if row["completion_tokens"] > 1 and decode_s > 0:
+                row["tokens_per_s"] = (row["completion_tokens"] - 1) / decode_s
+        self.services.writer.write(row)
+        self.services.metrics.observe(row)
+
+    async def run(self, events: AsyncIterator[Event], timeout: float) -> AsyncIterator[Delta]:
+        """Relay an engine's stream, timing it; closing this generator stops the engine's generation."""
+        deadline = time.perf_counter() + timeout
+        async with contextlib.aclosing(events):
+            try:
+                while True:
+                    try:
+                        event = await asyncio.wait_for(anext(events), deadline - time.perf_counter())
+                    except StopAsyncIteration:
+                        break
+                    except TimeoutError:
+                        raise RequestTimeout(f"The request took longer than the {timeout:.0f} s timeout.") from None
+                    if isinstance(event, Finish):
+                        self.finish = event
+                        continue
+                    if self._first is None:
+                        self._first = time.perf_counter()
+                    self.parts.append(event.text)
+                    yield event
+            except (asyncio.CancelledError, GeneratorExit):
+                self.cancel()
+                raise
+            except BaseException as exc:
+                self.fail(exc)
+                raise
+        if self.finish is None:
+            self.cancel()
+        else:
+            self.ok(self.finish.prompt_tokens, self.finish.completion_tokens, self.finish.reason)

@@ -1,0 +1,144 @@
+"""Request bodies of the OpenAI-compatible API, validated by pydantic (and documented in /openapi.json).
+
+Unknown fields are accepted and ignored, as OpenAI clients send fields we do not use.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from fmstack.engines.base import GenerationRequest
+from fmstack.errors import InvalidRequest
+
+
+class TextPart(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    type: str
+    text: str | None = None
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[TextPart] | None = None
+    name: str | None = None
+
+    def as_template_input(self) -> dict:
+        """Plain {role, content} for chat templates: text parts joined, `developer` treated as `system`."""
+        if isinstance(self.content, list):
+            if any(p.type != "text" for p in self.content):
+                raise InvalidRequest("Only text content parts are supported.", param="messages")
+            content = "".join(p.text or "" for p in self.content)
+        else:
+            content = self.content or ""
+        return {"role": "system" if self.role == "developer" else self.role, "content": content}
+
+
+class StreamOptions(BaseModel):
+    include_usage: bool = False
+
+
+class _Sampling(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    model: str
+    max_tokens: int | None = Field(None, ge=1)
+    temperature: float = Field(1.0, ge=0, le=2)
+    top_p: float = Field(1.0, gt=0, le=1)
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    n: int = Field(1, ge=1, le=1, description="Only one choice per request is supported.")
+    user: str | None = None
+
+    @field_validator("stop")
+    @classmethod
+    def _at_most_four(cls, v):
+        if isinstance(v, list) and len(v) > 4:
+            raise ValueError("at most 4 stop sequences")
+        return v
+
+    def stops(self) -> list[str]:
+        return [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
+
+    @property
+    def include_usage(self) -> bool:
+        return bool(self.stream_options and self.stream_options.include_usage)
+
+
+class ChatCompletionRequest(_Sampling):
+    messages: list[Message]
+    max_completion_tokens: int | None = Field(None, ge=1)
+    response_format: dict[str, Any] | None = None
+    logprobs: bool = False
+    top_logprobs: int = Field(0, ge=0, le=20)
+    tools: list[dict] | None = None
+
+    def to_generation(self) -> GenerationRequest:
+        if self.tools:
+            raise InvalidRequest("Tool calling is not supported yet; send the request without 'tools'.", param="tools")
+        if self.top_logprobs and not self.logprobs:
+            raise InvalidRequest("top_logprobs needs logprobs: true.", param="top_logprobs")
+        return GenerationRequest(
+            messages=[m.as_template_input() for m in self.messages],
+            max_tokens=self.max_completion_tokens or self.max_tokens,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            stop=self.stops(),
+            seed=self.seed,
+            response_format=self.response_format,
+            logprobs=self.logprobs,
+            top_logprobs=self.top_logprobs,
+        )
+
+
+class CompletionRequest(_Sampling):
+    prompt: str | list[str]
+    max_tokens: int | None = Field(16, ge=1)
+    logprobs: int | None = Field(None, ge=0, le=20)
+    echo: bool = False
+
+    def to_generation(self) -> GenerationRequest:
+        if isinstance(self.prompt, list):
+            if len(self.prompt) != 1:
+                raise InvalidRequest("Send one prompt per request.", param="prompt")
+            prompt = self.prompt[0]
+        else:
+            prompt = self.prompt
+        if self.echo:
+            raise InvalidRequest("echo is not supported.", param="echo")
+        return GenerationRequest(
+            prompt=prompt,
+            max_tokens=self.max_tokens,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            stop=self.stops(),
+            seed=self.seed,
+            logprobs=self.logprobs is not None,
+            top_logprobs=self.logprobs or 0,
+        )
+
+
+class EmbeddingRequest(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    model: str
+    input: str | list[str]
+    encoding_format: Literal["float", "base64"] = "float"
+    user: str | None = None
+
+    def texts(self) -> list[str]:
+        texts = [self.input] if isinstance(self.input, str) else self.input
+        if not texts:
+            raise InvalidRequest("'input' must not be empty.", param="input")
+        if any(not t for t in texts):
+            raise InvalidRequest("Every input must be a non-empty string.", param="input")
+        return texts
+
+
+class FeedbackRequest(BaseModel):
+    trace_id: str = Field(description="The `id` of the completion being judged")
+    rating: Literal[1, -1] | None = None
+    correction: str | None = Field(None, description="A better answer, in the user's words")
+    comment: str | None = None

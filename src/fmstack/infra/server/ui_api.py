@@ -1,0 +1,61 @@
+"""The web UI: its pages (chat, traces) and the JSON it reads traces from."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+from pathlib import Path
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import FileResponse
+
+from fmstack.infra.store.traces import get_trace, list_traces, trace_dict
+
+WEB = Path(__file__).resolve().parents[2] / "app" / "web"
+router = APIRouter(tags=["web UI"])
+
+
+@router.get("/", include_in_schema=False)
+async def chat_page() -> FileResponse:
+    return FileResponse(WEB / "chat.html")
+
+
+@router.get("/traces", include_in_schema=False)
+async def traces_page() -> FileResponse:
+    return FileResponse(WEB / "traces.html")
+
+
+@router.get("/static/{name}", include_in_schema=False)
+async def static(name: str) -> FileResponse:
+    path = (WEB / name).resolve()
+    if path.parent != WEB or not path.is_file():
+        from fastapi import HTTPException
+
+        raise HTTPException(404, f"No static file '{name}'.")
+    return FileResponse(path)
+
+
+@router.get("/api/traces")
+async def api_traces(
+    request: Request,
+    limit: int = Query(50, ge=1, le=1000),
+    offset: int = Query(0, ge=0),
+    model: str | None = None,
+    app: str | None = None,
+    status: str | None = None,
+    since: datetime | None = None,
+) -> dict:
+    """Recent traces, newest first, with their feedback."""
+    services = request.app.state.services
+    await asyncio.to_thread(services.writer.flush)
+    with services.sessions() as session:
+        rows = list_traces(session, limit=limit, offset=offset, model=model, app=app, status=status, since=since)
+        return {"object": "list", "data": [trace_dict(t) for t in rows]}
+
+
+@router.get("/api/traces/{trace_id}")
+async def api_trace(trace_id: str, request: Request) -> dict:
+    services = request.app.state.services
+    await asyncio.to_thread(services.writer.flush)
+    with services.sessions() as session:
+        return trace_dict(get_trace(session, trace_id))

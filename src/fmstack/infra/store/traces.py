@@ -1,0 +1,137 @@
+"""Writing traces off the token path, and reading traces and feedback back.
+
+Requests hand finished trace rows to `TraceWriter`, whose thread commits them in small batches: a slow disk or a
+busy PostgreSQL never delays a token, and a committed trace survives the server being killed (WAL).
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Iterator
+from datetime import datetime
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, selectinload, sessionmaker
+
+from fmstack.errors import InvalidRequest, NotFound
+from fmstack.infra.store.schema import Feedback, Trace
+
+_STOP = object()
+
+
+class TraceWriter:
+    """A background thread that commits trace rows; `flush` waits until everything handed in is committed."""
+
+    def __init__(self, sessions: sessionmaker, batch: int = 64):
+        self.sessions = sessions
+        self.batch = batch
+        self._queue: queue.Queue = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name="fmstack-traces", daemon=True)
+        self._thread.start()
+
+    def write(self, row: dict) -> None:
+        self._queue.put(row)
+
+    def flush(self) -> None:
+        self._queue.join()
+
+    def close(self) -> None:
+        self._queue.put(_STOP)
+        self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        while True:
+            rows = [self._queue.get()]
+            while len(rows) < self.batch and not self._queue.empty():
+                rows.append(self._queue.get_nowait())
+            stop = any(r is _STOP for r in rows)
+            rows = [r for r in rows if r is not _STOP]
+            self._commit(rows)
+            for _ in range(len(rows) + stop):
+                self._queue.task_done()
+            if stop:
+                return
+
+    def _commit(self, rows: list[dict]) -> None:
+        if not rows:
+            return
+        try:
+            with self.sessions.begin() as session:
+                session.add_all(Trace(**row) for row in rows)
+        except Exception:  # one bad row must not lose the others: retry one by one
+            for row in rows:
+                try:
+                    with self.sessions.begin() as session:
+                        session.add(Trace(**row))
+                except Exception as exc:  # noqa: BLE001 - report and keep serving
+                    print(f"fmstack: could not store trace {row.get('id')}: {exc}")
+
+
+def list_traces(
+    session: Session,
+    *,
+    limit: int = 50,
+    offset: int = 0,
+    model: str | None = None,
+    app: str | None = None,
+    status: str | None = None,
+    since: datetime | None = None,
+) -> list[Trace]:
+    query = select(Trace).options(selectinload(Trace.feedback)).order_by(Trace.created_at.desc(), Trace.id)
+    for column, value in ((Trace.model, model), (Trace.app, app), (Trace.status, status)):
+        if value is not None:
+            query = query.where(column == value)
+    if since is not None:
+        query = query.where(Trace.created_at >= since)
+    return list(session.scalars(query.limit(limit).offset(offset)))
+
+
+def iter_traces(session: Session, **filters) -> Iterator[Trace]:
+    """All matching traces, oldest first, streamed in pages (for export)."""
+    offset = 0
+    while page := list_traces(session, limit=500, offset=offset, **filters):
+        yield from page
+        offset += len(page)
+
+
+def count_traces(session: Session) -> int:
+    return session.scalar(select(func.count()).select_from(Trace)) or 0
+
+
+def get_trace(session: Session, trace_id: str) -> Trace:
+    trace = session.get(Trace, trace_id, options=[selectinload(Trace.feedback)])
+    if trace is None:
+        raise NotFound(f"No trace with id '{trace_id}'. List recent ones with `fmstack traces list`.")
+    return trace
+
+
+def add_feedback(
+    session: Session, trace_id: str, rating: int | None, correction: str | None, comment: str | None
+) -> Feedback:
+    if rating not in (None, 1, -1):
+        raise InvalidRequest("rating must be 1 (thumbs up) or -1 (thumbs down).", param="rating")
+    if rating is None and not correction and not comment:
+        raise InvalidRequest("Feedback needs a rating, a correction or a comment.", param="rating")
+    get_trace(session, trace_id)
+    feedback = Feedback(trace_id=trace_id, rating=rating, correction=correction, comment=comment)
+    session.add(feedback)
+    session.flush()
+    return feedback
+
+
+def trace_dict(trace: Trace) -> dict:
+    """A trace as plain JSON-able data, with its feedback (for the API, the UI and `traces export`)."""
+    data = {c.name: getattr(trace, c.name) for c in Trace.__table__.columns}
+    data["created_at"] = trace.created_at.isoformat()
+    data["feedback"] = [
+        {
+            "id": f.id,
+            "created_at": f.created_at.isoformat(),
+            "rating": f.rating,
+            "correction": f.correction,
+            "comment": f.comment,
+        }
+        for f in trace.feedback
+    ]
+    return data

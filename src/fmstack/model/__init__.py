@@ -1,0 +1,1 @@
+"""Model layer: converting between model formats now; data pipelines and training come next."""
