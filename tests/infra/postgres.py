@@ -43,6 +43,9 @@ def postgres_server(port: int) -> Iterator[str]:
         run(str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "fmstack", "fmstack")
         yield f"postgresql://fmstack@127.0.0.1:{port}/fmstack"
     finally:
-        subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
-                       capture_output=True, cwd=root)
+        subprocess.run(
+            [*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
+            capture_output=True,
+            cwd=root,
+        )
         shutil.rmtree(root, ignore_errors=True)

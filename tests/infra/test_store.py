@@ -19,8 +19,21 @@ from tests.infra.postgres import postgres_server
 def row(i: int, **extra) -> dict:
     from fmstack.infra.store.schema import utcnow
 
-    return dict(id=f"t-{i}", created_at=utcnow(), endpoint="chat.completions", model="m", status="ok",
-                status_code=200, prompt_tokens=3, completion_tokens=5, cost=0.001, request={"i": i}) | extra
+    return (
+        dict(
+            id=f"t-{i}",
+            created_at=utcnow(),
+            endpoint="chat.completions",
+            model="m",
+            status="ok",
+            status_code=200,
+            prompt_tokens=3,
+            completion_tokens=5,
+            cost=0.001,
+            request={"i": i},
+        )
+        | extra
+    )
 
 
 def exercise(settings) -> None:

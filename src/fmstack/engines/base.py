@@ -100,6 +100,11 @@ class Engine(ABC):
 
 def check_context(prompt_tokens: int, requested: int | None, context_length: int) -> int:
     """Refuse prompts that do not fit; cap max_tokens to the room that is left. Returns the effective max."""
+    if requested is not None and requested > context_length:
+        raise InvalidRequest(
+            f"max_tokens is {requested}, more than this model's whole context of {context_length} tokens.",
+            param="max_tokens",
+        )
     room = context_length - prompt_tokens
     if room <= 0:
         raise ContextLengthExceeded(

@@ -55,10 +55,9 @@ class EnginePool:
         return self._engines[name]
 
     def chat(self, name: str) -> Engine:
-        engine = self.get(name)
-        if isinstance(engine, EmbeddingEngine):
+        if self.registry.get(name).kind == "embedding":
             raise InvalidRequest(f"'{name}' is an embedding model; use /v1/embeddings.", param="model")
-        return engine
+        return self.get(name)  # type: ignore[return-value]
 
     def embedding(self, name: str) -> EmbeddingEngine:
         if self.registry.get(name).kind != "embedding":

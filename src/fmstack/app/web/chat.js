@@ -46,6 +46,11 @@
     return node;
   }
 
+  /** A decorative icon drawn by style.css (.icon-up, .icon-down, .icon-edit). */
+  function icon(name) {
+    return el("span", { className: `icon icon-${name}`, "aria-hidden": "true" });
+  }
+
   function showError(message) {
     ui.errorText.textContent = message;
     ui.error.hidden = false;
@@ -108,9 +113,7 @@
       return;
     }
     ui.model.replaceChildren(...chatModels.map((m) => {
-      let label = m.id;
-      if (m.loaded) label += "  · loaded";
-      else if (m.available === false) label += "  · unavailable";
+      const label = m.available === false ? `${m.id} (unavailable)` : m.id;
       return el("option", { value: m.id, textContent: label });
     }));
     const pick = chatModels.find((m) => m.loaded) || chatModels.find((m) => m.available !== false) || chatModels[0];
@@ -160,17 +163,16 @@
 
   function addFeedbackControls(answer, traceId) {
     const up = el("button", {
-      type: "button", className: "btn small thumb-up", "data-testid": "thumb-up", textContent: "👍",
-      title: "Good answer", "aria-label": "Thumbs up: good answer",
-    });
+      type: "button", className: "btn small thumb-up", "data-testid": "thumb-up",
+      title: "Good answer", "aria-label": "Thumbs up: good answer", "aria-pressed": "false",
+    }, [icon("up")]);
     const down = el("button", {
-      type: "button", className: "btn small thumb-down", "data-testid": "thumb-down", textContent: "👎",
-      title: "Bad answer", "aria-label": "Thumbs down: bad answer",
-    });
+      type: "button", className: "btn small thumb-down", "data-testid": "thumb-down",
+      title: "Bad answer", "aria-label": "Thumbs down: bad answer", "aria-pressed": "false",
+    }, [icon("down")]);
     const suggest = el("button", {
       type: "button", className: "btn small suggest", "data-testid": "suggest",
-      textContent: "Suggest a better answer",
-    });
+    }, [icon("edit"), "Suggest a better answer"]);
     const status = el("span", {
       className: "feedback-status", "data-testid": "feedback-status", role: "status", "aria-live": "polite",
     });
@@ -226,11 +228,7 @@
     down.addEventListener("click", () => rate(-1, down, up));
     suggest.addEventListener("click", () => {
       form.hidden = !form.hidden;
-      if (!form.hidden) {
-        if (!text.value) text.value = answer.content.textContent;
-        text.focus();
-        text.select();
-      }
+      if (!form.hidden) text.focus();
     });
     cancel.addEventListener("click", () => { form.hidden = true; });
     submit.addEventListener("click", async () => {
@@ -443,8 +441,6 @@
     const m = state.models.get(model);
     if (!m || m.loaded) return;
     m.loaded = true;
-    const option = [...ui.model.options].find((o) => o.value === model);
-    if (option) option.textContent = `${model}  · loaded`;
     showModelInfo();
   }
 

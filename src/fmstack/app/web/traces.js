@@ -127,14 +127,33 @@
     };
   }
 
-  function feedbackSummary(feedback) {
+  /** A decorative icon drawn by style.css (.icon-up, .icon-down, .icon-edit, .icon-comment). */
+  function icon(name) {
+    return el("span", { className: `icon icon-${name}`, "aria-hidden": "true" });
+  }
+
+  /** Counts of thumbs up, thumbs down, corrections and comments, as icons with numbers. */
+  function feedbackCell(feedback) {
     const c = feedbackCounts(feedback);
-    const parts = [];
-    if (c.up) parts.push(`👍 ${c.up}`);
-    if (c.down) parts.push(`👎 ${c.down}`);
-    if (c.corrections) parts.push(`✎ ${c.corrections}`);
-    if (c.comments) parts.push(`💬 ${c.comments}`);
-    return parts.length ? parts.join("  ") : "—";
+    const td = el("td", {
+      className: "feedback-summary", "data-up": c.up, "data-down": c.down, "data-corrections": c.corrections,
+      "data-comments": c.comments,
+    });
+    const parts = [
+      ["up", "up", c.up, "thumbs up"],
+      ["down", "down", c.down, "thumbs down"],
+      ["edit", "note", c.corrections, "suggested answers"],
+      ["comment", "note", c.comments, "comments"],
+    ].filter(([, , n]) => n > 0);
+    if (!parts.length) {
+      td.textContent = "—";
+      td.classList.add("muted");
+      return td;
+    }
+    td.append(el("span", { className: "fb-counts" }, parts.map(([name, kind, n, label]) => el("span", {
+      className: `fb-count ${kind}`, title: `${n} ${label}`, "aria-label": `${n} ${label}`,
+    }, [icon(name), String(n)]))));
+    return td;
   }
 
   function badge(status) {
@@ -191,7 +210,7 @@
         document.createTextNode(trace.model || "—"),
         el("span", { className: "endpoint", textContent: trace.endpoint || "" }),
       ]),
-      el("td", { className: "input", textContent: input.replace(/\s+/g, " ").trim() || "—", title: input.slice(0, 500) }),
+      el("td", { className: "input col-input", textContent: input.replace(/\s+/g, " ").trim() || "—", title: input.slice(0, 500) }),
       el("td", { className: "status" }, [badge(trace.status)]),
       el("td", {
         className: "num tokens",
@@ -200,7 +219,7 @@
       el("td", { className: "num ttft", textContent: formatMs(trace.ttft_ms) }),
       el("td", { className: "num latency", textContent: formatMs(trace.latency_ms) }),
       el("td", { className: "num cost", textContent: formatCost(trace.cost), title: String(trace.cost ?? 0) }),
-      el("td", { className: "feedback-summary", textContent: feedbackSummary(trace.feedback) }),
+      feedbackCell(trace.feedback),
     );
     const open = () => openTrace(trace.id);
     tr.addEventListener("click", open);
@@ -313,11 +332,12 @@
       return [el("div", { className: "muted", textContent: "No feedback yet. Rate answers on the Chat page." })];
     }
     return feedback.map((f) => {
-      const rating = f.rating === 1 ? "👍" : f.rating === -1 ? "👎" : "";
+      const [kind, name, label] = f.rating === 1 ? ["up", "up", "Thumbs up"]
+        : f.rating === -1 ? ["down", "down", "Thumbs down"]
+          : f.correction ? ["note", "edit", "Correction"] : ["note", "comment", "Comment"];
       const item = el("div", { className: "fb-item", "data-testid": "feedback-item", "data-rating": String(f.rating) }, [
         el("div", { className: "fb-head" }, [
-          el("span", { className: "fb-rating", textContent: rating || "•" }),
-          el("span", { textContent: f.rating === 1 ? "thumbs up" : f.rating === -1 ? "thumbs down" : "note" }),
+          el("span", { className: `fb-rating ${kind}` }, [icon(name), label]),
           el("span", { textContent: formatTime(f.created_at, true) }),
         ]),
       ]);
@@ -337,7 +357,12 @@
     });
   }
 
+  function showBody(visible) {
+    for (const section of ui.detail.querySelectorAll(".detail-body")) section.hidden = !visible;
+  }
+
   function renderDetail(t) {
+    showBody(true);
     ui.detailId.textContent = t.id;
     ui.detail.dataset.traceId = t.id;
     ui.summary.replaceChildren(...summaryItems(t));
@@ -377,13 +402,9 @@
     } catch (err) {
       if (state.selected !== id) return;
       ui.detailId.textContent = id;
-      ui.summary.replaceChildren();
+      showBody(false);
       ui.errorSection.hidden = false;
       ui.detailError.textContent = `Could not load this trace: ${err.message}`;
-      ui.messages.replaceChildren();
-      ui.response.textContent = "";
-      ui.params.textContent = "";
-      ui.feedback.replaceChildren();
     } finally {
       ui.detail.removeAttribute("aria-busy");
     }

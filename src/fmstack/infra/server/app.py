@@ -99,23 +99,32 @@ def _trace_rejected(services: Services):
 
 
 def _install_error_handlers(app: FastAPI, services: Services) -> None:
+    def traced(request: Request, err: FmstackError, body: object = None) -> JSONResponse:
+        """Errors raised before an endpoint ran (bad JSON, bad fields) still get their trace row."""
+        if request.url.path.startswith("/v1/"):
+            params = body if isinstance(body, dict) else {"raw": _raw(body)}
+            Call(services, _endpoint_name(request), "req", params, request.headers.get("x-fmstack-app")).fail(err)
+        return _error(err)
+
     @app.exception_handler(FmstackError)
     async def fmstack_error(request: Request, exc: FmstackError) -> JSONResponse:
         return _error(exc)  # the endpoint has already traced it
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        err = _validation_error(exc)
-        if request.url.path.startswith("/v1/"):
-            body = exc.body if isinstance(exc.body, dict) else {"raw": _raw(exc.body)}
-            Call(services, _endpoint_name(request), "req", body, request.headers.get("x-fmstack-app")).fail(err)
-        return _error(err)
+        return traced(request, _validation_error(exc), exc.body)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        err = FmstackError(str(exc.detail), code=str(exc.status_code))
-        err.status, err.type = exc.status_code, "not_found_error" if exc.status_code == 404 else "invalid_request_error"
-        return _error(err)
+        if exc.status_code == 400:  # FastAPI could not even decode the body (e.g. invalid UTF-8)
+            err = FmstackError(
+                f"The request body could not be read ({exc.detail}). Send a UTF-8 JSON object.", code="invalid_json"
+            )
+        else:
+            err = FmstackError(str(exc.detail), code=str(exc.status_code))
+            err.status = exc.status_code
+            err.type = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
+        return traced(request, err) if exc.status_code == 400 else _error(err)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:

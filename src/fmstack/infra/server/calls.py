@@ -49,6 +49,7 @@ class Call:
     def use(self, spec: ModelSpec) -> None:
         self.spec = spec
         self.row.update(model=spec.name, engine=spec.engine)
+        self.services.metrics.in_flight.labels(spec.name).inc()
 
     @property
     def text(self) -> str:
@@ -94,6 +95,8 @@ class Call:
                 row["tokens_per_s"] = (row["completion_tokens"] - 1) / decode_s
         self.services.writer.write(row)
         self.services.metrics.observe(row)
+        if self.spec is not None:
+            self.services.metrics.in_flight.labels(self.spec.name).dec()
 
     async def run(self, events: AsyncIterator[Event], timeout: float) -> AsyncIterator[Delta]:
         """Relay an engine's stream, timing it; closing this generator stops the engine's generation."""
