@@ -51,6 +51,7 @@ def test_client_disconnect_stops_generation_at_once(server):
         time.sleep(0.1)
     cancelled = trace(server.base, trace_id)
     assert cancelled["status"] == "cancelled" and cancelled["response_text"]
+    assert cancelled["prompt_tokens"] > 10 and 0 < cancelled["completion_tokens"] < 3000  # usage still counted
 
 
 def test_request_timeout(tmp_path):

@@ -56,6 +56,7 @@ class Delta:
 
     text: str
     logprobs: list[tuple[TopLogprob, list[TopLogprob]]] = field(default_factory=list)
+    tokens: int = 1  # generated tokens this text covers, so a stream cut short still knows its usage
 
 
 @dataclass

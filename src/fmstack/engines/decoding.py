@@ -21,11 +21,13 @@ class TextAssembler:
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self._pending = ""
         self._pending_logprobs: list[LogprobEntry] = []
+        self._pending_tokens = 0
         self.stopped = False
 
     def push(self, data: bytes, logprob: LogprobEntry | None = None) -> Delta | None:
         """Add one token's bytes; return what can be shown now, or None. Sets `stopped` on a stop string."""
         self._pending += self._decoder.decode(data)
+        self._pending_tokens += 1
         if logprob is not None:
             self._pending_logprobs.append(logprob)
         for s in self.stop:
@@ -41,11 +43,11 @@ class TextAssembler:
         if self.stopped:
             return None
         self._pending += self._decoder.decode(b"", final=True)
-        return self._take(len(self._pending)) if self._pending or self._pending_logprobs else None
+        return self._take(len(self._pending)) if self._pending or self._pending_tokens else None
 
     def _take(self, n: int) -> Delta:
-        delta = Delta(self._pending[:n], self._pending_logprobs)
-        self._pending, self._pending_logprobs = self._pending[n:], []
+        delta = Delta(self._pending[:n], self._pending_logprobs, self._pending_tokens)
+        self._pending, self._pending_logprobs, self._pending_tokens = self._pending[n:], [], 0
         return delta
 
 

@@ -36,7 +36,7 @@ class TransformersEngine(Engine):
         self.spec = spec
         torch.set_num_threads(settings.threads)
         self.tokenizer = AutoTokenizer.from_pretrained(path)
-        self.model = AutoModelForCausalLM.from_pretrained(path, torch_dtype=torch.float32).eval()
+        self.model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
         eos = self.model.generation_config.eos_token_id
         eos = (eos if isinstance(eos, list) else [eos]) + [self.tokenizer.eos_token_id]
         self.eos_ids = {e for e in eos if e is not None}

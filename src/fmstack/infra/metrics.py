@@ -46,17 +46,17 @@ class Metrics:
         """Record a finished request from its trace row."""
         model = row.get("model") or "unknown"
         self.requests.labels(model, row["endpoint"], row["status"]).inc()
+        self.tokens.labels(model, "in").inc(row["prompt_tokens"])  # work done counts even if cut short
+        self.tokens.labels(model, "out").inc(row["completion_tokens"])
+        self.cost.labels(model).inc(row["cost"])
         if row["status"] != "ok":
             return
         self.latency.labels(model).observe(row["latency_ms"] / 1000)
         if row.get("ttft_ms") is not None:
             self.ttft.labels(model).observe(row["ttft_ms"] / 1000)
-        if row["completion_tokens"] > 1 and row.get("ttft_ms") is not None:
-            tpot = (row["latency_ms"] - row["ttft_ms"]) / 1000 / (row["completion_tokens"] - 1)
-            self.tpot.labels(model).observe(tpot)
-        self.tokens.labels(model, "in").inc(row["prompt_tokens"])
-        self.tokens.labels(model, "out").inc(row["completion_tokens"])
-        self.cost.labels(model).inc(row["cost"])
+            if row["completion_tokens"] > 1:
+                tpot = (row["latency_ms"] - row["ttft_ms"]) / 1000 / (row["completion_tokens"] - 1)
+                self.tpot.labels(model).observe(tpot)
 
     def render(self) -> bytes:
         for model, depth in self._queue_depths().items():

@@ -16,12 +16,12 @@ def gguf_to_hf(gguf: Path, out_dir: Path, dtype: torch.dtype = torch.float32) ->
     if (out_dir / "config.json").exists():
         return out_dir
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, torch_dtype=dtype)
+    loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=dtype)
     config = loaded.config
     # The dequantized weights are plain floats now: a saved quantization_config would mislead loaders.
     if hasattr(config, "quantization_config"):
         del config.quantization_config
-    fresh = AutoModelForCausalLM.from_config(config, torch_dtype=dtype)
+    fresh = AutoModelForCausalLM.from_config(config, dtype=dtype)
     fresh.load_state_dict(loaded.state_dict())
     fresh.generation_config = loaded.generation_config
     tmp = out_dir.with_name(out_dir.name + ".partial")

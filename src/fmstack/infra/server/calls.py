@@ -13,7 +13,7 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
-from fmstack.engines.base import Delta, Event, Finish
+from fmstack.engines.base import Delta, Event, Finish, Prepared
 from fmstack.errors import FmstackError, RequestTimeout
 from fmstack.infra.registry import ModelSpec
 from fmstack.infra.store.schema import utcnow
@@ -55,15 +55,17 @@ class Call:
     def text(self) -> str:
         return "".join(self.parts)
 
+    def prepared(self, prepared: Prepared) -> None:
+        """The prompt is counted: a request cut short later is still charged for it."""
+        self.row["prompt_tokens"] = prepared.prompt_tokens
+
     def ok(self, prompt_tokens: int, completion_tokens: int, finish_reason: str | None = None) -> None:
-        cost = self.spec.cost(prompt_tokens, completion_tokens) if self.spec else 0.0
         self.row.update(
             status="ok",
             status_code=200,
             prompt_tokens=prompt_tokens,
             completion_tokens=completion_tokens,
             finish_reason=finish_reason,
-            cost=cost,
         )
         self.close()
 
@@ -88,6 +90,8 @@ class Call:
         row.setdefault("status_code", 500)
         row["latency_ms"] = (now - self._t0) * 1000
         row["response_text"] = self.text if self.parts else None
+        if self.spec is not None:
+            row["cost"] = self.spec.cost(row["prompt_tokens"], row["completion_tokens"])
         if self._first is not None:
             row["ttft_ms"] = (self._first - self._t0) * 1000
             decode_s = now - self._first
@@ -116,6 +120,7 @@ class Call:
                     if self._first is None:
                         self._first = time.perf_counter()
                     self.parts.append(event.text)
+                    self.row["completion_tokens"] += event.tokens
                     yield event
             except (asyncio.CancelledError, GeneratorExit):
                 self.cancel()

@@ -74,6 +74,7 @@ async def _generate(call: Call, body: ChatCompletionRequest | CompletionRequest,
         call.use(services.registry.get(body.model))
         engine = await asyncio.to_thread(services.pool.chat, body.model)
         prepared = engine.prepare(body.to_generation())
+        call.prepared(prepared)
         events = call.run(engine.stream(prepared), services.settings.request_timeout)
     except FmstackError as exc:
         call.fail(exc)

@@ -102,7 +102,7 @@ def count_traces(session: Session) -> int:
 def get_trace(session: Session, trace_id: str) -> Trace:
     trace = session.get(Trace, trace_id, options=[selectinload(Trace.feedback)])
     if trace is None:
-        raise NotFound(f"No trace with id '{trace_id}'. List recent ones with `fmstack traces list`.")
+        raise NotFound(f"No trace with id '{trace_id}'. Recent ones are at /traces and in `fmstack traces list`.")
     return trace
 
 
