@@ -11,7 +11,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
-from rich.table import Table
+from rich.table import Column, Table
 
 from fmstack import __version__
 from fmstack.config import get_settings
@@ -83,10 +83,13 @@ def up(
     except FmstackError as exc:
         _fail(exc)
     base = f"http://{host}:{port}"
-    console.print(f"[bold]fmstack {__version__}[/] serving [cyan]{name}[/] (data in {settings.home})")
-    console.print(f"  API      {base}/v1   (OpenAI-compatible; docs at {base}/docs)")
-    console.print(f"  UI       {base}/")
-    console.print(f"  Metrics  {base}/metrics")
+    console.print(f"[bold]fmstack {__version__}[/] serving [cyan]{name}[/] (data in {settings.home})", soft_wrap=True)
+    for label, url in (
+        ("API", f"{base}/v1  (OpenAI-compatible; docs at {base}/docs)"),
+        ("UI", f"{base}/"),
+        ("Metrics", f"{base}/metrics"),
+    ):
+        console.print(f"  {label:<8} {url}", soft_wrap=True, highlight=False)
     uvicorn.run(application, host=host, port=port, log_level="warning")
 
 
@@ -108,7 +111,7 @@ def models(ctx: typer.Context) -> None:
         registry = Registry(get_settings())
     except FmstackError as exc:
         _fail(exc)
-    table = Table("name", "engine", "kind", "source", "context", "available", "size")
+    table = Table(Column("name", no_wrap=True), "engine", "kind", "source", "context", "available", "size")
     for spec in registry:
         size = spec.size_bytes()
         table.add_row(
@@ -197,7 +200,17 @@ def traces_list(
 
     with open_store(get_settings())() as session:
         rows = list_traces(session, limit=limit, model=model, app=app_name, status=status)
-        table = Table("id", "time", "model", "status", "tokens in/out", "ttft ms", "latency ms", "cost $", "fb")
+        table = Table(
+            Column("id", no_wrap=True),
+            "time",
+            "model",
+            "status",
+            "tokens in/out",
+            "ttft ms",
+            "latency ms",
+            "cost $",
+            "fb",
+        )
         for t in rows:
             rating = sum(f.rating or 0 for f in t.feedback)
             table.add_row(
