@@ -17,8 +17,6 @@
     input: $("input"),
     send: $("send"),
     stop: $("stop"),
-    error: $("error"),
-    errorText: $("error-text"),
     errorClose: $("error-close"),
   };
 
@@ -32,49 +30,11 @@
 
   // ---------- small helpers ----------
 
-  const PROPS = new Set(["className", "textContent", "hidden", "disabled", "type", "value", "rows", "placeholder",
-    "title", "href"]);
+  const { el, icon, showError, hideError, errorMessage } = window.fm;
 
-  function el(tag, props = {}, children = []) {
-    const node = document.createElement(tag);
-    for (const [key, value] of Object.entries(props)) {
-      if (value === undefined || value === null) continue;
-      if (PROPS.has(key)) node[key] = value;
-      else node.setAttribute(key, value);
-    }
-    for (const child of children) node.append(child);
-    return node;
-  }
 
-  /** A decorative icon drawn by style.css (.icon-up, .icon-down, .icon-edit). */
-  function icon(name) {
-    return el("span", { className: `icon icon-${name}`, "aria-hidden": "true" });
-  }
 
-  function showError(message) {
-    ui.errorText.textContent = message;
-    ui.error.hidden = false;
-  }
 
-  function hideError() {
-    ui.error.hidden = true;
-    ui.errorText.textContent = "";
-  }
-
-  /** The OpenAI-style `error.message` of a failed response, or the best description we can make. */
-  async function errorMessage(resp) {
-    let text = "";
-    try {
-      text = await resp.text();
-      const body = JSON.parse(text);
-      if (body && body.error && body.error.message) return body.error.message;
-      if (body && body.detail) return typeof body.detail === "string" ? body.detail : JSON.stringify(body.detail);
-    } catch (_) {
-      // not JSON: fall through
-    }
-    const snippet = text.trim().slice(0, 300);
-    return `HTTP ${resp.status} ${resp.statusText}${snippet ? `: ${snippet}` : ""}`;
-  }
 
   function nearBottom() {
     const m = ui.messages;

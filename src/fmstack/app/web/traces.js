@@ -11,8 +11,6 @@
     status: $("filter-status"),
     limit: $("filter-limit"),
     count: $("count"),
-    error: $("error"),
-    errorText: $("error-text"),
     body: $("traces-body"),
     detail: $("trace-detail"),
     detailId: $("detail-id"),
@@ -30,37 +28,10 @@
 
   // ---------- helpers ----------
 
-  const PROPS = new Set(["className", "textContent", "hidden", "title", "tabIndex", "colSpan", "value"]);
+  const { el, icon, showError, hideError, errorMessage } = window.fm;
 
-  function el(tag, props = {}, children = []) {
-    const node = document.createElement(tag);
-    for (const [key, value] of Object.entries(props)) {
-      if (value === undefined || value === null) continue;
-      if (PROPS.has(key)) node[key] = value;
-      else node.setAttribute(key, value);
-    }
-    for (const child of children) node.append(child);
-    return node;
-  }
 
-  function showError(message) {
-    ui.errorText.textContent = message;
-    ui.error.hidden = false;
-  }
 
-  function hideError() {
-    ui.error.hidden = true;
-  }
-
-  async function errorMessage(resp) {
-    try {
-      const body = await resp.json();
-      if (body && body.error && body.error.message) return body.error.message;
-    } catch (_) {
-      // not JSON
-    }
-    return `HTTP ${resp.status} ${resp.statusText}`;
-  }
 
   async function getJSON(url) {
     const resp = await fetch(url, { headers: { Accept: "application/json" } });
@@ -127,10 +98,6 @@
     };
   }
 
-  /** A decorative icon drawn by style.css (.icon-up, .icon-down, .icon-edit, .icon-comment). */
-  function icon(name) {
-    return el("span", { className: `icon icon-${name}`, "aria-hidden": "true" });
-  }
 
   /** Counts of thumbs up, thumbs down, corrections and comments, as icons with numbers. */
   function feedbackCell(feedback) {

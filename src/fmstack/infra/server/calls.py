@@ -37,9 +37,9 @@ class Call:
             id=self.id,
             created_at=utcnow(),
             endpoint=endpoint,
-            model=(params or {}).get("model") if isinstance((params or {}).get("model"), str) else None,
+            model=_text_field(params, "model"),
             app=app,
-            user=(params or {}).get("user") if isinstance((params or {}).get("user"), str) else None,
+            user=_text_field(params, "user"),
             request=params,
             prompt_tokens=0,
             completion_tokens=0,
@@ -132,3 +132,9 @@ class Call:
             self.cancel()
         else:
             self.ok(self.finish.prompt_tokens, self.finish.completion_tokens, self.finish.reason)
+
+
+def _text_field(params: dict | None, key: str) -> str | None:
+    """A string field of a request body that may be malformed (then the field is simply unknown)."""
+    value = (params or {}).get(key)
+    return value if isinstance(value, str) else None

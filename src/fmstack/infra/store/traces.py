@@ -9,7 +9,7 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload, sessionmaker
@@ -123,11 +123,11 @@ def add_feedback(
 def trace_dict(trace: Trace) -> dict:
     """A trace as plain JSON-able data, with its feedback (for the API, the UI and `traces export`)."""
     data = {c.name: getattr(trace, c.name) for c in Trace.__table__.columns}
-    data["created_at"] = trace.created_at.isoformat()
+    data["created_at"] = _utc(trace.created_at).isoformat()
     data["feedback"] = [
         {
             "id": f.id,
-            "created_at": f.created_at.isoformat(),
+            "created_at": _utc(f.created_at).isoformat(),
             "rating": f.rating,
             "correction": f.correction,
             "comment": f.comment,
@@ -135,3 +135,8 @@ def trace_dict(trace: Trace) -> dict:
         for f in trace.feedback
     ]
     return data
+
+
+def _utc(moment: datetime) -> datetime:
+    """SQLite gives back naive datetimes; they were stored in UTC."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
