@@ -56,7 +56,7 @@ def test_sqlite_is_migrated_in_wal_mode(home):
     sessions = open_store(get_settings())
     with sessions() as s:
         assert s.execute(text("PRAGMA journal_mode")).scalar() == "wal"
-        assert s.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0001"
+        assert s.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0002"
         assert {"traces", "feedback"} <= set(inspect(s.get_bind()).get_table_names())
     exercise(get_settings())
     open_store(get_settings())  # migrating again is a no-op

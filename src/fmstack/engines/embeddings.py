@@ -23,13 +23,13 @@ class EmbeddingEngine:
     def dimensions(self) -> int:
         return self.model.get_sentence_embedding_dimension()
 
-    def embed(self, texts: list[str]) -> tuple[np.ndarray, int]:
+    def embed(self, texts: list[str], truncate: bool = False) -> tuple[np.ndarray, int]:
         """Unit-length vectors for `texts`, and the number of tokens they used. Refuses texts the model would
-        silently truncate."""
+        truncate, unless the caller (a metric comparing long answers, say) accepts `truncate`."""
         lengths = [len(ids) for ids in self.model.tokenizer(texts)["input_ids"]]
         limit = self.model.max_seq_length
         for i, n in enumerate(lengths):
-            if n > limit:
+            if n > limit and not truncate:
                 raise InvalidRequest(
                     f"input[{i}] has {n} tokens; model '{self.spec.name}' takes at most {limit}. "
                     "Split it into shorter chunks.",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 TPOT_BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1)
@@ -13,7 +14,11 @@ TPOT_BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1)
 class Metrics:
     """One registry per server, so several servers in one process (tests) do not share counters."""
 
-    def __init__(self, queue_depths: Callable[[], dict[str, int]]):
+    def __init__(
+        self,
+        queue_depths: Callable[[], dict[str, int]],
+        trace_scores: Callable[[], list[tuple[str, str, float | None, int]]] | None = None,
+    ):
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter(
@@ -41,6 +46,8 @@ class Metrics:
         self.in_flight = Gauge("fmstack_requests_in_flight", "Requests being served", ["model"], registry=r)
         self.queue_depth = Gauge("fmstack_queue_depth", "Requests waiting for a model", ["model"], registry=r)
         self._queue_depths = queue_depths
+        if trace_scores is not None:
+            self.registry.register(_TraceScores(trace_scores))
 
     def observe(self, row: dict) -> None:
         """Record a finished request from its trace row."""
@@ -62,3 +69,21 @@ class Metrics:
         for model, depth in self._queue_depths().items():
             self.queue_depth.labels(model).set(depth)
         return generate_latest(self.registry)
+
+
+class _TraceScores:
+    """Scores attached to traces after the fact (by `fmstack eval score`, maybe in another process): read from the
+    store at scrape time."""
+
+    def __init__(self, summary: Callable[[], list[tuple[str, str, float | None, int]]]):
+        self.summary = summary
+
+    def collect(self):
+        mean = GaugeMetricFamily("fmstack_trace_score_mean", "Mean score of scored traces", labels=["metric", "model"])
+        count = CounterMetricFamily("fmstack_trace_scores", "Traces scored", labels=["metric", "model"])
+        for metric, model, avg, n in self.summary():
+            if avg is not None:
+                mean.add_metric([metric, model], avg)
+            count.add_metric([metric, model], n)
+        yield mean
+        yield count

@@ -23,7 +23,7 @@ from fmstack.infra.server import openai_api, ui_api
 from fmstack.infra.server.calls import Call
 from fmstack.infra.server.limits import BodyLimit
 from fmstack.infra.store import open_store
-from fmstack.infra.store.traces import TraceWriter
+from fmstack.infra.store.traces import TraceWriter, score_summary
 
 
 @dataclass
@@ -36,6 +36,10 @@ class Services:
     sessions: sessionmaker
     writer: TraceWriter
     metrics: Metrics
+
+    def trace_scores(self) -> list[tuple[str, str, float | None, int]]:
+        with self.sessions() as session:
+            return score_summary(session)
 
     def queue_depths(self) -> dict[str, int]:
         return {name: e.queue_depth() for name, e in self.pool.loaded.items() if hasattr(e, "queue_depth")}
@@ -57,7 +61,7 @@ def create_app(settings: Settings | None = None, preload: list[str] | None = Non
     sessions = open_store(settings)
     pool = EnginePool(registry, settings)
     services = Services(settings, registry, pool, sessions, TraceWriter(sessions), None)  # type: ignore[arg-type]
-    services.metrics = Metrics(services.queue_depths)
+    services.metrics = Metrics(services.queue_depths, services.trace_scores)
 
     app = FastAPI(
         title="fmstack",

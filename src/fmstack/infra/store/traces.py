@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
 from fmstack.errors import InvalidRequest, NotFound
-from fmstack.infra.store.schema import Feedback, Trace
+from fmstack.infra.store.schema import Feedback, Trace, TraceScore
 
 _STOP = object()
 
@@ -78,7 +78,11 @@ def list_traces(
     status: str | None = None,
     since: datetime | None = None,
 ) -> list[Trace]:
-    query = select(Trace).options(selectinload(Trace.feedback)).order_by(Trace.created_at.desc(), Trace.id)
+    query = (
+        select(Trace)
+        .options(selectinload(Trace.feedback), selectinload(Trace.scores))
+        .order_by(Trace.created_at.desc(), Trace.id)
+    )
     for column, value in ((Trace.model, model), (Trace.app, app), (Trace.status, status)):
         if value is not None:
             query = query.where(column == value)
@@ -99,8 +103,18 @@ def count_traces(session: Session) -> int:
     return session.scalar(select(func.count()).select_from(Trace)) or 0
 
 
+def score_summary(session: Session) -> list[tuple[str, str, float | None, int]]:
+    """(metric, model, mean score, number scored) over every trace scored after the fact."""
+    query = (
+        select(TraceScore.metric, Trace.model, func.avg(TraceScore.value), func.count(TraceScore.id))
+        .join(Trace, Trace.id == TraceScore.trace_id)
+        .group_by(TraceScore.metric, Trace.model)
+    )
+    return [(m, model or "unknown", avg, n) for m, model, avg, n in session.execute(query)]
+
+
 def get_trace(session: Session, trace_id: str) -> Trace:
-    trace = session.get(Trace, trace_id, options=[selectinload(Trace.feedback)])
+    trace = session.get(Trace, trace_id, options=[selectinload(Trace.feedback), selectinload(Trace.scores)])
     if trace is None:
         raise NotFound(f"No trace with id '{trace_id}'. Recent ones are at /traces and in `fmstack traces list`.")
     return trace
@@ -133,6 +147,18 @@ def trace_dict(trace: Trace) -> dict:
             "comment": f.comment,
         }
         for f in trace.feedback
+    ]
+    data["scores"] = [
+        {
+            "metric": sc.metric,
+            "value": sc.value,
+            "passed": sc.passed,
+            "reason": sc.reason,
+            "error": sc.error,
+            "judge": sc.judge,
+            "created_at": _utc(sc.created_at).isoformat(),
+        }
+        for sc in trace.scores
     ]
     return data
 

@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
 from rich.table import Column, Table
 
 from fmstack import __version__
+from fmstack.cli.common import console, err, fail, preparing
+from fmstack.cli.eval import eval_app
 from fmstack.config import get_settings
 from fmstack.errors import FmstackError
 
@@ -27,22 +25,7 @@ traces_app = typer.Typer(
     help="Inspect and export request traces.\n\nExample: fmstack traces list --limit 20", no_args_is_help=True
 )
 app.add_typer(traces_app, name="traces")
-console = Console()
-err = Console(stderr=True)
-
-
-@contextmanager
-def preparing(name: str) -> Iterator[Callable[[int, int], None]]:
-    """A progress bar while a model's files are joined or hashed (minutes for a large model, once)."""
-    columns = (BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn())
-    with Progress(f"preparing {name}", *columns, console=console, transient=True) as bar:
-        task = bar.add_task(name, total=None)
-        yield lambda done, total: bar.update(task, completed=done, total=total)
-
-
-def _fail(exc: FmstackError) -> None:
-    err.print(f"[bold red]error:[/] {exc.message}")
-    raise typer.Exit(2)
+app.add_typer(eval_app, name="eval")
 
 
 def _version(value: bool) -> None:
@@ -81,7 +64,7 @@ def up(
             spec.local_path(settings, progress) if spec.engine != "openai" else None
         application = create_app(settings, preload=[name])
     except FmstackError as exc:
-        _fail(exc)
+        fail(exc)
     base = f"http://{host}:{port}"
     console.print(f"[bold]fmstack {__version__}[/] serving [cyan]{name}[/] (data in {settings.home})", soft_wrap=True)
     for label, url in (
@@ -110,7 +93,7 @@ def models(ctx: typer.Context) -> None:
     try:
         registry = Registry(get_settings())
     except FmstackError as exc:
-        _fail(exc)
+        fail(exc)
     table = Table(Column("name", no_wrap=True), "engine", "kind", "source", "context", "available", "size")
     for spec in registry:
         size = spec.size_bytes()
@@ -156,7 +139,7 @@ def models_convert(
             description=f"{model} converted from GGUF",
         )
     except FmstackError as exc:
-        _fail(exc)
+        fail(exc)
     console.print(f"converted to {out}; registered as [cyan]{name}[/] (engine transformers)")
 
 
@@ -181,7 +164,7 @@ def chat(
     try:
         run_chat(console, settings, model or settings.default_model, system, url)
     except FmstackError as exc:
-        _fail(exc)
+        fail(exc)
 
 
 @traces_app.command("list")
@@ -244,7 +227,7 @@ def traces_show(trace_id: str = typer.Argument(..., help="The trace id (the comp
         with open_store(get_settings())() as session:
             console.print_json(json.dumps(trace_dict(get_trace(session, trace_id)), default=str))
     except FmstackError as exc:
-        _fail(exc)
+        fail(exc)
 
 
 @traces_app.command("export")
@@ -262,7 +245,7 @@ def traces_export(
     from fmstack.infra.store.traces import iter_traces, trace_dict
 
     if fmt != "jsonl":
-        _fail(FmstackError(f"--format {fmt!r} is not supported; use jsonl."))
+        fail(FmstackError(f"--format {fmt!r} is not supported; use jsonl."))
     out = output.open("w") if output else sys.stdout
     count = 0
     with open_store(get_settings())() as session:

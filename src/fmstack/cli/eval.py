@@ -1,0 +1,312 @@
+"""`fmstack eval …`: run suites, list and show runs, reports, comparisons, judge calibration, trace scoring."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Column, Table
+
+from fmstack.cli.common import console, fail
+from fmstack.config import get_settings
+from fmstack.errors import FmstackError
+
+eval_app = typer.Typer(
+    help="Evaluate models and prompts on suites of cases.\n\nExample: fmstack eval run examples/eval/capitals.yaml "
+    "--model smollm2-135m-instruct",
+    no_args_is_help=True,
+)
+
+
+class Workspace:
+    """The store, the registry and models, opened once per command."""
+
+    def __init__(self):
+        from fmstack.engines.pool import EnginePool
+        from fmstack.infra.registry import Registry
+        from fmstack.infra.store import open_store
+
+        self.settings = get_settings()
+        self.sessions = open_store(self.settings)
+        self.registry = Registry(self.settings)
+        self.pool = EnginePool(self.registry, self.settings)
+
+    def embed(self, texts: list[str]):
+        return self.pool.embedding(self.settings.embedding_model).embed(texts, truncate=True)[0]
+
+    def generator(self, base_url: str | None, api_key_env: str):
+        from fmstack.app.eval.generate import LocalGenerator, RemoteGenerator
+
+        if base_url:
+            return RemoteGenerator(base_url, os.environ.get(api_key_env, "none"), self.registry)
+        return LocalGenerator(self.pool)
+
+    def close(self) -> None:
+        self.pool.close()
+
+
+def _progress(label: str) -> Progress:
+    return Progress(
+        label,
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+    )
+
+
+@eval_app.command("run")
+def run(
+    suite_path: Path = typer.Argument(..., help="The suite YAML file."),
+    model: list[str] = typer.Option(None, "--model", "-m", help="Model to evaluate; repeat for several."),
+    judge: str = typer.Option(None, help="Judge model for AI-as-judge metrics (default: the suite's judge)."),
+    base_url: str = typer.Option(None, help="Generate through any OpenAI-compatible URL instead of local engines."),
+    api_key_env: str = typer.Option("OPENAI_API_KEY", help="Environment variable holding the API key for --base-url."),
+    concurrency: int = typer.Option(4, min=1, help="Cases generated at once."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Generate again even when the output is cached."),
+    report: Path = typer.Option(None, help="Also write the HTML report here."),
+) -> None:
+    """Run a suite: every case × model, scored by every metric; exits 1 if a threshold fails (a CI gate).
+
+    Example: fmstack eval run examples/eval/capitals.yaml -m smollm2-135m-instruct -m qwen2.5-0.5b-instruct
+    """
+    from fmstack.app.eval.report import render_summary, write_report
+    from fmstack.app.eval.runner import Runner, RunOptions, gate
+    from fmstack.app.eval.suite import load_suite
+
+    ws = Workspace()
+    try:
+        suite = load_suite(suite_path, ws.sessions)
+        models = model or suite.spec.models or [ws.settings.default_model]
+        judge_model = judge or suite.spec.judge.get("model")
+        for name in [*models, *([judge_model] if judge_model else [])]:
+            if not base_url:
+                ws.registry.get(name)
+        with _progress(f"{suite.name}") as bar:
+            task = bar.add_task("cases", total=None)
+            runner = Runner(
+                ws.sessions,
+                ws.generator(base_url, api_key_env),
+                ws.embed,
+                lambda done, total: bar.update(task, completed=done, total=total),
+            )
+            options = RunOptions(models, concurrency, not no_cache, judge_model)
+            data = asyncio.run(runner.run(suite, options))
+    except FmstackError as exc:
+        fail(exc)
+    finally:
+        ws.close()
+    render_summary(data, console)
+    cached = sum(r.cached for r in data.rows)
+    console.print(f"run [cyan]{data.id}[/] · {len(data.rows)} results ({cached} from cache)", soft_wrap=True)
+    if report:
+        console.print(f"report: {write_report(data, report)}", soft_wrap=True)
+    failures = gate(data, suite.spec.min_pass_rate)
+    for failure in failures:
+        console.print(f"[red]threshold failed:[/] {failure}", soft_wrap=True)
+    if failures:
+        raise typer.Exit(1)
+
+
+@eval_app.command("list")
+def list_runs(limit: int = typer.Option(20, help="How many, newest first.")) -> None:
+    """List eval runs.
+
+    Example: fmstack eval list --limit 10
+    """
+    from sqlalchemy import func, select
+
+    from fmstack.infra.store import open_store
+    from fmstack.infra.store.schema import EvalResult, EvalRun
+
+    sessions = open_store(get_settings())
+    table = Table(Column("run", no_wrap=True), "time", "suite", "models", "results", "status")
+    with sessions() as s:
+        counts = dict(s.execute(select(EvalResult.run_id, func.count()).group_by(EvalResult.run_id)).all())
+        for run in s.scalars(select(EvalRun).order_by(EvalRun.created_at.desc()).limit(limit)):
+            table.add_row(
+                run.id,
+                run.created_at.strftime("%Y-%m-%d %H:%M"),
+                run.suite,
+                ", ".join(run.config.get("models", [])),
+                str(counts.get(run.id, 0)),
+                run.status,
+            )
+    console.print(table)
+
+
+@eval_app.command("show")
+def show(run_id: str = typer.Argument(..., help="The run id (see `fmstack eval list`).")) -> None:
+    """Show a run's summary table and its failed cases.
+
+    Example: fmstack eval show run-0123456789ab
+    """
+    from fmstack.app.eval.report import render_summary
+    from fmstack.app.eval.runner import load_run
+    from fmstack.infra.store import open_store
+
+    try:
+        data = load_run(open_store(get_settings()), run_id)
+    except FmstackError as exc:
+        fail(exc)
+    render_summary(data, console)
+    for row in data.rows:
+        if row.error:
+            console.print(f"[red]{row.variant} · {row.case_id}:[/] {row.error}", soft_wrap=True)
+
+
+@eval_app.command("report")
+def report(
+    run_id: str = typer.Argument(..., help="The run id."),
+    output: Path = typer.Option(None, "--output", "-o", help="HTML file to write (default: RUN.html)."),
+) -> None:
+    """Write one self-contained HTML report with plots, confidence intervals and the worst cases.
+
+    Example: fmstack eval report run-0123456789ab -o report.html
+    """
+    from fmstack.app.eval.report import write_report
+    from fmstack.app.eval.runner import load_run
+    from fmstack.infra.store import open_store
+
+    try:
+        data = load_run(open_store(get_settings()), run_id)
+    except FmstackError as exc:
+        fail(exc)
+    console.print(f"wrote {write_report(data, output or Path(f'{run_id}.html'))}", soft_wrap=True)
+
+
+@eval_app.command("compare")
+def compare(
+    run_a: str = typer.Argument(..., help="The baseline run."),
+    run_b: str = typer.Argument(..., help="The run to compare with it."),
+) -> None:
+    """Per-metric deltas with paired bootstrap confidence intervals, and the cases that flipped.
+
+    Example: fmstack eval compare run-aaaaaaaaaaaa run-bbbbbbbbbbbb
+    """
+    from fmstack.app.eval.compare import compare_runs, render_comparison
+    from fmstack.app.eval.runner import load_run
+    from fmstack.infra.store import open_store
+
+    sessions = open_store(get_settings())
+    try:
+        a, b = load_run(sessions, run_a), load_run(sessions, run_b)
+    except FmstackError as exc:
+        fail(exc)
+    render_comparison(compare_runs(a, b), console)
+
+
+@eval_app.command("metrics")
+def metrics() -> None:
+    """List the metrics suites can use, with what each needs.
+
+    Example: fmstack eval metrics
+    """
+    from fmstack.app.eval.metrics import metric_classes
+
+    table = Table(Column("metric", no_wrap=True), "needs", "what it measures")
+    for name, cls in sorted(metric_classes().items()):
+        doc = (cls.__doc__ or "").strip().splitlines()
+        table.add_row(name, ", ".join(sorted(cls.requires)) or "-", doc[0] if doc else "")
+    console.print(table)
+
+
+@eval_app.command("calibrate")
+def calibrate(
+    judge: str = typer.Option(..., help="The judge model to measure."),
+    metric: str = typer.Option("correctness", help="The judge metric: correctness, rubric, faithfulness…"),
+    labels: Path = typer.Option(None, help="JSONL of {question, answer, label[, reference, context]}."),
+    from_feedback: bool = typer.Option(False, "--from-feedback", help="Use rated traces as the human labels."),
+    pass_score: float = typer.Option(4, help="Rubric score that counts as 'good' against pass/fail labels."),
+) -> None:
+    """Measure a judge against human labels: accuracy, Cohen's kappa, confusion matrix.
+
+    Example: fmstack eval calibrate --judge qwen2.5-0.5b-instruct --metric correctness --labels labels.jsonl
+    """
+    from fmstack.app.eval.calibrate import render_agreement
+    from fmstack.app.eval.scoring import calibrate_judge, labelled_from_feedback, read_labelled
+
+    if (labels is None) == (not from_feedback):
+        fail(FmstackError("Give exactly one of --labels FILE or --from-feedback."))
+    ws = Workspace()
+    try:
+        ws.registry.get(judge)
+        items = read_labelled(labels) if labels else labelled_from_feedback(ws.sessions)
+        with console.status(f"judging {len(items)} labelled answers with {judge}"):
+            result = calibrate_judge(
+                ws.sessions, ws.generator(None, ""), ws.embed, _metric(metric), judge, items, pass_score
+            )
+    except FmstackError as exc:
+        fail(exc)
+    finally:
+        ws.close()
+    render_agreement(result, console)
+
+
+@eval_app.command("score")
+def score(
+    traces: bool = typer.Option(False, "--traces", help="Score stored traces (required: the only source so far)."),
+    metric: list[str] = typer.Option(..., "--metric", help="Metric to score with; repeat for several."),
+    judge: str = typer.Option(None, help="Judge model for AI-as-judge metrics."),
+    model: str = typer.Option(None, help="Only traces of this model."),
+    app_name: str = typer.Option(None, "--app", help="Only traces of this app."),
+    since: str = typer.Option(None, help="Only traces since this ISO time, e.g. 2026-11-01."),
+    limit: int = typer.Option(100, help="At most this many traces, newest first."),
+) -> None:
+    """Score stored production traces without generating again; scores attach to the traces.
+
+    Example: fmstack eval score --traces --app shop-bot --metric answer_relevance --metric rubric --judge
+    qwen2.5-0.5b-instruct
+    """
+    from datetime import datetime
+
+    from fmstack.app.eval.scoring import score_traces
+
+    if not traces:
+        fail(FmstackError("Say what to score: --traces."))
+    ws = Workspace()
+    try:
+        metrics = [_metric(m) for m in metric]
+        when = datetime.fromisoformat(since) if since else None
+        with console.status("scoring traces"):
+            scored = score_traces(
+                ws.sessions,
+                ws.generator(None, ""),
+                ws.embed,
+                metrics,
+                judge,
+                model=model,
+                app=app_name,
+                since=when,
+                limit=limit,
+            )
+    except ValueError as exc:
+        fail(FmstackError(f"--since: {exc}"))
+    except FmstackError as exc:
+        fail(exc)
+    finally:
+        ws.close()
+    table = Table(Column("trace", no_wrap=True), *[m.name for m in metrics])
+    for trace_id, scores in scored:
+        table.add_row(trace_id, *[f"{s.value:.2f}" if s.value is not None else f"[red]{s.error}[/]" for s in scores])
+    console.print(table)
+
+
+def _metric(name: str):
+    from pydantic import ValidationError
+
+    from fmstack.app.eval.metrics import get_metric, metric_names
+
+    try:
+        return get_metric(name)
+    except KeyError:
+        raise FmstackError(f"Unknown metric '{name}'. Known: {', '.join(metric_names())}.") from None
+    except ValidationError as exc:
+        raise FmstackError(
+            f"Metric '{name}' needs parameters ({exc.errors()[0]['loc'][0]}); use it in a suite file instead."
+        ) from None
