@@ -7,7 +7,7 @@ import textwrap
 import pytest
 
 from fmstack.app.eval.generate import Generated
-from fmstack.app.eval.runner import RunOptions, Runner, gate, load_run
+from fmstack.app.eval.runner import Runner, RunOptions, gate, load_run
 from fmstack.app.eval.suite import load_suite
 from fmstack.config import get_settings
 from fmstack.infra.store import open_store
