@@ -22,6 +22,7 @@
     response: $("detail-response"),
     params: $("detail-params"),
     feedback: $("detail-feedback"),
+    scores: $("detail-scores"),
   };
 
   const state = { selected: null, knownModels: new Set(), loading: 0 };
@@ -345,6 +346,26 @@
     }
     ui.params.textContent = paramsText(t.request);
     ui.feedback.replaceChildren(...feedbackNodes(t.feedback));
+    ui.scores.replaceChildren(...scoreNodes(t.scores));
+  }
+
+  /** Scores attached after the fact by `fmstack eval score --traces`: metric, value or error, judge, reason. */
+  function scoreNodes(scores) {
+    if (!scores || !scores.length) {
+      return [el("div", { className: "muted", textContent: "Not scored. Run `fmstack eval score --traces`." })];
+    }
+    return scores.map((s) => {
+      const value = s.value === null || s.value === undefined ? `error: ${s.error || "no score"}` : s.value.toFixed(3);
+      const judge = s.judge ? ` · judge ${s.judge}` : "";
+      const item = el("div", { className: "fb-item", "data-testid": "score-item", "data-metric": s.metric }, [
+        el("div", { className: "fb-head" }, [
+          el("span", { className: "fb-rating note", textContent: `${s.metric}: ${value}` }),
+          el("span", { textContent: `${formatTime(s.created_at, true)}${judge}` }),
+        ]),
+      ]);
+      if (s.reason) item.append(el("div", { className: "text-block comment", textContent: s.reason }));
+      return item;
+    });
   }
 
   function markSelected(id) {
