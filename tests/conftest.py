@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+CHROMIUM = "/usr/bin/chromium"
 TEST_MODEL = "smollm2-135m-instruct"
 # Same weights as TEST_MODEL with prices set, so cost accounting shows in traces and metrics.
 USER_REGISTRY = """
@@ -91,3 +92,27 @@ def home(tmp_path, monkeypatch) -> Path:
     monkeypatch.setenv("FMSTACK_HOME", str(tmp_path))
     monkeypatch.delenv("FMSTACK_DATABASE_URL", raising=False)
     return tmp_path
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Debian's Chromium, headless, driven by Playwright (no browser downloads)."""
+    if not Path(CHROMIUM).exists():
+        pytest.skip("Debian chromium not installed: apt-get install chromium")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            headless=True,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+            ],
+        )
+        yield browser
+        browser.close()

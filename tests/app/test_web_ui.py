@@ -5,39 +5,13 @@ What a user does on the pages is checked against what the server stored, through
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import httpx
 import pytest
 
-CHROMIUM = "/usr/bin/chromium"
 MODEL = "smollm2-135m-instruct"  # the model the session `server` fixture serves
 ANSWER_TIMEOUT_MS = 60_000
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not Path(CHROMIUM).exists():
-        pytest.skip("Debian chromium not installed: apt-get install chromium")
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=CHROMIUM,
-            headless=True,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-            ],
-        )
-        yield browser
-        browser.close()
 
 
 @pytest.fixture()

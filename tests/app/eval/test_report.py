@@ -209,3 +209,19 @@ def test_ordinal_judge_is_judged_by_weighted_kappa(tmp_path):
     ]
     html = write_report(RunData("r", "s", "now", [metric], rows), tmp_path / "r.html").read_text()
     assert "0.75" in html and "low agreement" not in html
+
+
+@pytest.mark.slow
+def test_report_opens_in_a_real_browser(run, tmp_path, browser):
+    path = write_report(run, tmp_path / "report.html")
+    page = browser.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(path.as_uri())
+    images = page.locator("img")
+    assert images.count() >= 4
+    widths = page.evaluate("Array.from(document.images).map(i => i.complete ? i.naturalWidth : 0)")
+    assert all(w > 100 for w in widths), widths  # every embedded plot decodes
+    assert run.suite in page.title() + page.inner_text("body")
+    page.close()
+    assert not errors
