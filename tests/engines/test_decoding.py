@@ -35,3 +35,7 @@ def test_utf8_character_split_across_tokens():
 def test_stop_at_start_gives_no_text():
     a = TextAssembler(["\n"])
     assert feed(a, [b"\n", b"more"]) == ""
+
+
+def test_earliest_stop_string_wins_whatever_its_order_in_the_list():
+    assert feed(TextAssembler(["B", "A"]), [b"xAyB"]) == "x"

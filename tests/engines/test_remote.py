@@ -59,4 +59,12 @@ def test_remote_streaming_and_errors_pass_through(gateway):
     long = "word " * 9000  # more than the remote's 8192-token context
     with pytest.raises(openai.APIStatusError) as info:
         client.chat.completions.create(model="remote-smol", messages=[{"role": "user", "content": long}])
-    assert info.value.status_code == 502 and "context" in info.value.message
+    assert info.value.status_code == 400 and "context" in info.value.message
+    assert info.value.code == "context_length_exceeded"
+    with pytest.raises(openai.APIStatusError) as info:  # streaming too: the error comes before any token
+        list(
+            client.chat.completions.create(
+                model="remote-smol", messages=[{"role": "user", "content": long}], stream=True
+            )
+        )
+    assert info.value.status_code == 400

@@ -30,11 +30,11 @@ class TextAssembler:
         self._pending_tokens += 1
         if logprob is not None:
             self._pending_logprobs.append(logprob)
-        for s in self.stop:
-            at = self._pending.find(s)
-            if at >= 0:
-                self.stopped = True
-                return self._take(at) if at else None
+        found = [at for s in self.stop if (at := self._pending.find(s)) >= 0]
+        if found:
+            self.stopped = True
+            at = min(found)  # the earliest stop string in the text, whatever its place in the list
+            return self._take(at) if at else None
         keep = max((_overlap(self._pending, s) for s in self.stop), default=0)
         return self._take(len(self._pending) - keep) if len(self._pending) > keep else None
 

@@ -19,7 +19,7 @@ from fmstack.engines.base import (
     TopLogprob,
     validate_messages,
 )
-from fmstack.errors import EngineError, QueueFull
+from fmstack.errors import EngineError, FmstackError, QueueFull
 from fmstack.infra.registry import ModelSpec
 
 
@@ -30,7 +30,7 @@ class RemoteEngine(Engine):
         self.client = openai.AsyncOpenAI(base_url=spec.base_url, api_key=key, timeout=timeout, max_retries=1)
 
     def prepare(self, request: GenerationRequest) -> Prepared:
-        """The remote validates context length itself; its 400s come back to the caller unchanged."""
+        """The remote validates context length itself; its 4xx come back to the caller with their status."""
         if request.messages is not None:
             validate_messages(request.messages)
         return Prepared(request, request.prompt or "", 0, request.max_tokens or 0)
@@ -76,9 +76,21 @@ class RemoteEngine(Engine):
         except openai.RateLimitError as exc:
             raise QueueFull(self.spec.name) from exc
         except openai.APIStatusError as exc:
+            if 400 <= exc.status_code < 500:
+                raise _remote_user_error(self.spec.name, exc) from exc
             raise EngineError(f"Remote model '{self.spec.name}' answered {exc.status_code}: {exc.message}") from exc
         except openai.APIError as exc:
             raise EngineError(f"Remote model '{self.spec.name}' at {self.spec.base_url} failed: {exc}") from exc
+
+
+def _remote_user_error(model: str, exc: openai.APIStatusError) -> FmstackError:
+    """The remote refused the request as the user's mistake: pass its status, message, param and code on."""
+    body = exc.body.get("error", exc.body) if isinstance(exc.body, dict) else {}
+    error = FmstackError(
+        f"Remote model '{model}': {body.get('message') or exc.message}", param=body.get("param"), code=body.get("code")
+    )
+    error.status = exc.status_code
+    return error
 
 
 def _text(choice) -> str:

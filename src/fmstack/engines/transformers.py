@@ -53,7 +53,12 @@ class TransformersEngine(Engine):
             validate_messages(request.messages)
             if not self.tokenizer.chat_template:
                 raise InvalidRequest(f"Model '{self.spec.name}' has no chat template; use /v1/completions.")
-            prompt = self.tokenizer.apply_chat_template(request.messages, tokenize=False, add_generation_prompt=True)
+            try:
+                prompt = self.tokenizer.apply_chat_template(
+                    request.messages, tokenize=False, add_generation_prompt=True
+                )
+            except Exception as exc:  # the template's own raise_exception: e.g. roles out of order
+                raise InvalidRequest(f"The chat template rejected the messages: {exc}", param="messages") from exc
             tokens = self.tokenizer(prompt, add_special_tokens=False).input_ids
         else:
             prompt = request.prompt or ""

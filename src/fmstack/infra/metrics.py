@@ -51,7 +51,8 @@ class Metrics:
 
     def observe(self, row: dict) -> None:
         """Record a finished request from its trace row."""
-        model = row.get("model") or "unknown"
+        # a label per name a client sends would grow without bound: only registry models get their own
+        model = row["model"] if row.get("engine") else "unknown"
         self.requests.labels(model, row["endpoint"], row["status"]).inc()
         self.tokens.labels(model, "in").inc(row["prompt_tokens"])  # work done counts even if cut short
         self.tokens.labels(model, "out").inc(row["completion_tokens"])

@@ -19,6 +19,7 @@ import pytest
 from fmstack.app.eval.metrics import Case, MetricContext, Output, get_metric
 from fmstack.app.eval.metrics.functional import pass_at_k
 from fmstack.app.eval.sandbox import extract_code, isolation, run_python
+from fmstack.app.eval.suite import metric_label
 
 CTX = MetricContext()
 ADD = "def add(a, b):\n    return a + b\n"
@@ -192,7 +193,7 @@ def test_functional_metric() -> None:
 
 def test_pass_at_k_metric_over_samples() -> None:
     metric = get_metric("pass_at_k", {"k": 2, "n": 4, "timeout_s": 5})
-    assert (metric.samples, metric.label) == (4, "pass@2")
+    assert (metric.samples, metric_label(metric)) == (4, "pass@2")
     wrong = "def add(a, b):\n    return a * b"
     output = Output(text=ADD, samples=[ADD, wrong, wrong, wrong])
     result = metric.score(Case(id="c", tests=ADD_TESTS), output, CTX)

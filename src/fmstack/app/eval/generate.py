@@ -44,6 +44,8 @@ class LocalGenerator:
 
     async def generate(self, model: str, messages: list[dict], params: dict) -> Generated:
         engine = await asyncio.to_thread(self.pool.chat, model)
+        if self.pool.registry.get(model).engine == "transformers":
+            params = {k: v for k, v in params.items() if k != "response_format"}  # no grammar: judges parse + retry
         async with self._cpu:
             return await self._generate(engine, model, messages, params)
 

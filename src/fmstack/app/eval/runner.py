@@ -11,9 +11,11 @@ import hashlib
 import json
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import sessionmaker
 
 from fmstack.app.eval.generate import GENERATION_PARAMS, Generated, Generator
@@ -48,22 +50,26 @@ class OutputCache:
         return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
     async def get_or_generate(self, key: str, model: str, make) -> tuple[Generated, bool]:
-        if self.enabled:
-            hit = await asyncio.to_thread(self._get, key)
-            if hit is not None:
-                return Generated(**hit), True
+        if (hit := await asyncio.to_thread(self.get, key)) is not None:
+            return hit, True
         generated = await make()
-        await asyncio.to_thread(self._put, key, model, asdict(generated))
+        await asyncio.to_thread(self.put, key, model, generated)
         return generated, False
 
-    def _get(self, key: str) -> dict | None:
+    def get(self, key: str) -> Generated | None:
+        if not self.enabled:
+            return None
         with self.sessions() as s:
             row = s.get(EvalCache, key)
-            return dict(row.output) if row else None
+            return Generated(**row.output) if row else None
 
-    def _put(self, key: str, model: str, output: dict) -> None:
-        with self.sessions.begin() as s:
-            s.merge(EvalCache(key=key, model=model, output=output))
+    def put(self, key: str, model: str, generated: Generated) -> None:
+        """Remember an output; losing a race with an identical case's write is fine (same key, same input)."""
+        try:
+            with self.sessions.begin() as s:
+                s.merge(EvalCache(key=key, model=model, output=asdict(generated)))
+        except IntegrityError:
+            pass
 
 
 class Runner:
@@ -78,6 +84,7 @@ class Runner:
         self.generator = generator
         self.embed = embed
         self.progress = progress or (lambda done, total: None)
+        self._scoring: ThreadPoolExecutor | None = None  # the running suite's metric threads
 
     async def run(self, suite: Suite, options: RunOptions) -> RunData:
         cache = OutputCache(self.sessions, options.use_cache)
@@ -106,8 +113,12 @@ class Runner:
             self.progress(done, len(work))
             return row
 
-        rows = list(await asyncio.gather(*(one(*w) for w in work)))
-        await asyncio.to_thread(self._pairwise, suite, rows, ctx)
+        with ThreadPoolExecutor(options.concurrency, thread_name_prefix="fmstack-metrics") as scoring:
+            # metrics (judges among them) block their thread on the loop: they get threads of their own, so
+            # they can never starve the default pool the loop's own thread hops use
+            self._scoring = scoring
+            rows = list(await asyncio.gather(*(one(*w) for w in work)))
+            await asyncio.get_running_loop().run_in_executor(scoring, self._pairwise, suite, rows, ctx)
         await asyncio.to_thread(self._save, run_id, rows)
         return RunData(run_id, suite.name, utcnow().isoformat(), infos, rows, config)
 
@@ -149,7 +160,9 @@ class Runner:
         for metric in metrics:
             if isinstance(metric, Pairwise):
                 continue  # needs every model's answer: scored after all cases (`_pairwise`)
-            score = await asyncio.to_thread(score_one, metric, case, output, ctx)
+            score = await asyncio.get_running_loop().run_in_executor(
+                self._scoring, score_one, metric, case, output, ctx
+            )
             row.scores[metric_label(metric)] = MetricScore(score.value, score.passed, score.reason, score.error)
         return row
 
@@ -213,9 +226,10 @@ def make_judge(cache: OutputCache, generator: Generator, model: str | None):
     def judge(messages: list[dict], response_format: dict | None = None) -> str:
         params = JUDGE_PARAMS | ({"response_format": response_format} if response_format else {})
         key = cache.key(model=model, judge=True, params=params, messages=messages)
-        make = lambda: generator.generate(model, messages, params)  # noqa: E731
-        generated, _ = asyncio.run_coroutine_threadsafe(cache.get_or_generate(key, model, make), loop).result()
-        return generated.text
+        if (hit := cache.get(key)) is None:  # cache I/O here, in the metric's thread: the loop only generates
+            hit = asyncio.run_coroutine_threadsafe(generator.generate(model, messages, params), loop).result()
+            cache.put(key, model, hit)
+        return hit.text
 
     return judge
 

@@ -111,8 +111,11 @@ class Suite:
 
 
 def metric_label(metric: Metric) -> str:
-    """A metric's column name: its name, plus its threshold when one is set."""
-    return metric.name if metric.threshold is None else f"{metric.name}≥{metric.threshold:g}"
+    """A metric's column name: its `label`, or its name plus its threshold when one is set."""
+    if metric.label:
+        return metric.label
+    name = metric.default_label()
+    return name if metric.threshold is None else f"{name}≥{metric.threshold:g}"
 
 
 def load_suite(path: Path, sessions=None) -> Suite:
@@ -143,12 +146,28 @@ def load_suite(path: Path, sessions=None) -> Suite:
     return Suite(spec, path, cases)
 
 
+def _metrics(path: Path, root, loc: tuple, specs: list) -> list[Metric]:
+    """Metrics of one list, refusing two that would share a column (their scores would overwrite each other)."""
+    metrics, seen = [], {}
+    for i, spec in enumerate(specs):
+        metric = _metric(path, root, (*loc, i), spec)
+        label = metric_label(metric)
+        if label in seen:
+            raise SuiteError(
+                f"{path}:{_line(root, (*loc, i))}: {_dotted((*loc, i))}: a second '{label}' (first at "
+                f"{_dotted((*loc, seen[label]))}); give one of them its own `label:`."
+            )
+        seen[label] = i
+        metrics.append(metric)
+    return metrics
+
+
 def _inline_cases(path: Path, root, spec: SuiteSpec) -> list[tuple[Case, list[Metric]]]:
-    suite_metrics = [_metric(path, root, ("metrics", i), m) for i, m in enumerate(spec.metrics)]
+    suite_metrics = _metrics(path, root, ("metrics",), spec.metrics)
     out = []
     for i, c in enumerate(spec.cases):
         loc = ("cases", i)
-        extra = [_metric(path, root, (*loc, "metrics", j), m) for j, m in enumerate(c.metrics)]
+        extra = _metrics(path, root, (*loc, "metrics"), c.metrics)
         case = _case(path, root, loc, spec, c, c.id or f"case-{i + 1}")
         out.append((case, _merge(suite_metrics, extra)))
     return out
@@ -156,8 +175,8 @@ def _inline_cases(path: Path, root, spec: SuiteSpec) -> list[tuple[Case, list[Me
 
 def _merge(suite_metrics: list[Metric], case_metrics: list[Metric]) -> list[Metric]:
     """Per-case metrics add to the suite's, replacing a suite metric of the same name (its threshold, say)."""
-    names = {m.name for m in case_metrics}
-    return [m for m in suite_metrics if m.name not in names] + case_metrics
+    names = {m.label or m.name for m in case_metrics}
+    return [m for m in suite_metrics if (m.label or m.name) not in names] + case_metrics
 
 
 def _metric(path: Path, root, loc: tuple, spec: str | MetricSpec) -> Metric:
@@ -214,7 +233,7 @@ def _render(path: Path, root, loc: tuple, template: str, variables: dict) -> str
 def _included_cases(path: Path, root, spec: SuiteSpec, sessions) -> list[tuple[Case, list[Metric]]]:
     from fmstack.app.eval import sources
 
-    suite_metrics = [_metric(path, root, ("metrics", i), m) for i, m in enumerate(spec.metrics)]
+    suite_metrics = _metrics(path, root, ("metrics",), spec.metrics)
     out = []
     for i, inc in enumerate(spec.include):
         loc = ("include", i)
@@ -230,7 +249,11 @@ def _included_cases(path: Path, root, spec: SuiteSpec, sessions) -> list[tuple[C
                 field = ".".join(str(p) for p in first["loc"])
                 raise SuiteError(f"{where}: {field}: {first['msg']}.") from None
             case = _case(path, root, loc, spec, c, c.id or f"{Path(inc.file or 'traces').stem}-{j + 1}")
-            out.append((case, suite_metrics))
+            try:
+                extra = _metrics(path, root, (*loc, "metrics"), c.metrics)
+            except SuiteError as exc:  # located in the included file, not the suite
+                raise SuiteError(f"{where}: {exc.message.split(': ', 2)[-1]}") from None
+            out.append((case, _merge(suite_metrics, extra)))
     return out
 
 

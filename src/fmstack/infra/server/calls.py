@@ -36,9 +36,9 @@ class Call:
         self.row: dict = dict(
             id=self.id,
             created_at=utcnow(),
-            endpoint=endpoint,
+            endpoint=endpoint[:64],
             model=_text_field(params, "model"),
-            app=app,
+            app=app[:200] if app else None,
             user=_text_field(params, "user"),
             request=params,
             prompt_tokens=0,
@@ -137,4 +137,4 @@ class Call:
 def _text_field(params: dict | None, key: str) -> str | None:
     """A string field of a request body that may be malformed (then the field is simply unknown)."""
     value = (params or {}).get(key)
-    return value if isinstance(value, str) else None
+    return value[:200] if isinstance(value, str) else None  # the column's width: PostgreSQL enforces it

@@ -76,9 +76,11 @@ async def _generate(call: Call, body: ChatCompletionRequest | CompletionRequest,
         prepared = engine.prepare(body.to_generation())
         call.prepared(prepared)
         events = call.run(engine.stream(prepared), services.settings.request_timeout)
-    except FmstackError as exc:
+        first = await anext(events, None)  # errors before the first token get their own HTTP status
+    except Exception as exc:
         call.fail(exc)
         raise
+    events = _prepend(first, events)
     shape = _ChatShape(call, body) if chat else _CompletionShape(call, body)
     if body.stream:
         return StreamingResponse(
@@ -88,6 +90,13 @@ async def _generate(call: Call, body: ChatCompletionRequest | CompletionRequest,
         )
     deltas = [delta async for delta in events]
     return JSONResponse(shape.whole(deltas), headers={"X-Fmstack-Trace-Id": call.id})
+
+
+async def _prepend(first: Delta | None, rest: AsyncIterator[Delta]) -> AsyncIterator[Delta]:
+    if first is not None:
+        yield first
+    async for delta in rest:
+        yield delta
 
 
 async def _sse(shape, events: AsyncIterator[Delta]) -> AsyncIterator[str]:

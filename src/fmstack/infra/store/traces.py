@@ -86,8 +86,8 @@ def list_traces(
     for column, value in ((Trace.model, model), (Trace.app, app), (Trace.status, status)):
         if value is not None:
             query = query.where(column == value)
-    if since is not None:
-        query = query.where(Trace.created_at >= since)
+    if since is not None:  # stored in UTC; SQLite would compare a zoned time by its wall clock
+        query = query.where(Trace.created_at >= _utc(since).astimezone(UTC))
     return list(session.scalars(query.limit(limit).offset(offset)))
 
 

@@ -91,14 +91,14 @@ class Metric(BaseModel):
     requires: ClassVar[frozenset[str]] = frozenset()  # of: reference, context, tests, judge, embed
     higher_is_better: ClassVar[bool] = True
     threshold: float | None = None  # a case passes when its value reaches it
+    label: str | None = None  # the column name, when a suite uses one metric twice (two `contains`, say)
 
     @property
     def samples(self) -> int:
         """How many answers per case this metric needs (pass@k asks for k)."""
         return 1
 
-    @property
-    def label(self) -> str:
+    def default_label(self) -> str:
         return self.name
 
     def score(self, case: Case, output: Output, ctx: MetricContext) -> Score:

@@ -71,8 +71,7 @@ class PassAtK(_SandboxMetric):
     def samples(self) -> int:
         return self.n or self.k
 
-    @property
-    def label(self) -> str:
+    def default_label(self) -> str:
         return f"pass@{self.k}"
 
     def score(self, case: Case, output: Output, ctx: MetricContext) -> Score:
