@@ -33,10 +33,11 @@ def _embedded_server(settings: Settings, model: str) -> str:
 
     port = _free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(settings, preload=[model]), port=port, log_level="error"))
-    threading.Thread(target=server.run, daemon=True).start()
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 600
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and thread.is_alive():  # a failed model load ends the server thread
         try:
             if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
                 return f"{base}/v1"
@@ -96,3 +97,6 @@ def run_chat(console: Console, settings: Settings, model: str, system: str | Non
         except openai.APIConnectionError:
             history.pop()
             console.print(f"[red]cannot reach {url}; is the server running? (`fmstack up`)[/]")
+        except openai.APIError as exc:  # an error event in the middle of the stream
+            history.pop()
+            console.print(f"\n[red]{exc.message}[/]")

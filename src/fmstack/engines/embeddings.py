@@ -26,15 +26,15 @@ class EmbeddingEngine:
     def embed(self, texts: list[str], truncate: bool = False) -> tuple[np.ndarray, int]:
         """Unit-length vectors for `texts`, and the number of tokens they used. Refuses texts the model would
         truncate, unless the caller (a metric comparing long answers, say) accepts `truncate`."""
-        lengths = [len(ids) for ids in self.model.tokenizer(texts)["input_ids"]]
-        limit = self.model.max_seq_length
-        for i, n in enumerate(lengths):
-            if n > limit and not truncate:
-                raise InvalidRequest(
-                    f"input[{i}] has {n} tokens; model '{self.spec.name}' takes at most {limit}. "
-                    "Split it into shorter chunks.",
-                    param="input",
-                )
-        with self._lock:
+        with self._lock:  # the fast tokenizer is shared with encode(): one thread at a time
+            lengths = [len(ids) for ids in self.model.tokenizer(texts)["input_ids"]]
+            limit = self.model.max_seq_length
+            for i, n in enumerate(lengths):
+                if n > limit and not truncate:
+                    raise InvalidRequest(
+                        f"input[{i}] has {n} tokens; model '{self.spec.name}' takes at most {limit}. "
+                        "Split it into shorter chunks.",
+                        param="input",
+                    )
             vectors = self.model.encode(texts, batch_size=64, normalize_embeddings=True, convert_to_numpy=True)
         return vectors.astype(np.float32), sum(lengths)

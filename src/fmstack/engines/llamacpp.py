@@ -85,14 +85,11 @@ class LlamaCppEngine(Engine):
     def queue_depth(self) -> int:
         return self.scheduler.waiting
 
-    def count_tokens(self, text: str) -> int:
-        return len(self.llm.tokenize(text.encode(), add_bos=False, special=True))
-
     def _generate(self, p: Prepared, cancel: threading.Event) -> Iterator[Event]:
         r = p.request
         self.llm.set_seed(r.seed if r.seed is not None else random.getrandbits(31))
         out = TextAssembler(r.stop)
-        generated: list[int] = []
+        generated = 0
         reason = "length"
         tokens = self.llm.generate(
             p.tokens,
@@ -111,18 +108,18 @@ class LlamaCppEngine(Engine):
                 reason = "stop"
                 break
             logprob = self._logprobs(token, r.top_logprobs) if r.logprobs else None
-            data = self.llm.detokenize([token], prev_tokens=p.tokens + generated)
-            generated.append(token)
+            data = self.llm.detokenize([token])  # llama.cpp's token pieces carry their own leading spaces
+            generated += 1
             if (delta := out.push(data, logprob)) is not None:
                 yield delta
             if out.stopped:
                 reason = "stop"
                 break
-            if len(generated) >= p.max_tokens:
+            if generated >= p.max_tokens:
                 break
         if (delta := out.flush()) is not None:
             yield delta
-        yield Finish(reason, p.prompt_tokens, len(generated))
+        yield Finish(reason, p.prompt_tokens, generated)
 
     def _logprobs(self, token: int, top: int) -> LogprobEntry:
         """Log-softmax of the logits the token was sampled from (still in the context until the next eval)."""

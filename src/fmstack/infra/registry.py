@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from fmstack.config import Settings
@@ -32,7 +32,6 @@ class ModelSpec:
     base_url: str | None = None
     api_key_env: str | None = None
     remote_model: str | None = None
-    options: dict = field(default_factory=dict, hash=False, compare=False)
 
     @property
     def kind(self) -> str:
@@ -105,11 +104,15 @@ def _parse(path: Path) -> dict[str, ModelSpec]:
         source = entry.pop("source", "")
         if isinstance(source, list):
             source = tuple(source)
-        known = set(ModelSpec.__dataclass_fields__) - {"name", "engine", "source", "options"}
-        options = {k: entry.pop(k) for k in list(entry) if k not in known}
+        known = set(ModelSpec.__dataclass_fields__) - {"name", "engine", "source"}
+        if unknown := sorted(set(entry) - known):
+            raise InvalidRequest(
+                f"{path}: model '{name}' has unknown field '{unknown[0]}'; the fields are "
+                f"engine, source, {', '.join(sorted(known))}."
+            )
         if engine != "openai" and not source:
             raise InvalidRequest(f"{path}: model '{name}' needs a 'source'.")
-        specs[name] = ModelSpec(name=name, engine=engine, source=source, options=options, **entry)
+        specs[name] = ModelSpec(name=name, engine=engine, source=source, **entry)
     return specs
 
 

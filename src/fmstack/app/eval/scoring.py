@@ -90,6 +90,8 @@ def _trace_case(trace) -> Case:
 def read_labelled(path: Path) -> list[Labelled]:
     """JSONL lines {"question", "answer", "label", optional "reference" and "context"}; labels are 1/0,
     correct/incorrect, good/bad, or 1–5 scores."""
+    if not path.is_file():
+        raise InvalidRequest(f"{path}: no such labels file.")
     items = []
     for number, line in enumerate(path.read_text().splitlines(), 1):
         if not line.strip():

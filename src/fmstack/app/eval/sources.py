@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import json
 from collections.abc import Callable, Iterator
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -76,9 +75,10 @@ def cases_from_traces(filters, sessions) -> list[Row]:
 
     if sessions is None:
         raise FmstackError("Cases from traces need the store; run through `fmstack eval run`.")
-    since = datetime.fromisoformat(filters.since) if filters.since else None
     with sessions() as session:
-        traces = list_traces(session, limit=100_000, model=filters.model, app=filters.app, status="ok", since=since)
+        traces = list_traces(
+            session, limit=100_000, model=filters.model, app=filters.app, status="ok", since=filters.since
+        )
         rows = []
         for t in traces:
             messages = (t.request or {}).get("messages")

@@ -18,6 +18,7 @@ include:
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +44,7 @@ class TraceFilter(BaseModel):
     model_config = ConfigDict(extra="forbid")
     app: str | None = None
     model: str | None = None
-    since: str | None = None
+    since: datetime | None = None
     feedback: str = Field("any", pattern="^(any|positive|negative|corrected)$")
     limit: int = Field(100, ge=1)
 

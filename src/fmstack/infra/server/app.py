@@ -81,7 +81,8 @@ def create_app(settings: Settings | None = None, preload: list[str] | None = Non
 
     @app.get("/metrics", tags=["fmstack"])
     async def metrics() -> Response:
-        return Response(services.metrics.render(), media_type="text/plain; version=0.0.4")
+        body = await asyncio.to_thread(services.metrics.render)  # trace scores are read from the store
+        return Response(body, media_type="text/plain; version=0.0.4")
 
     return app
 

@@ -252,7 +252,11 @@ async def embeddings(body: EmbeddingRequest, request: Request) -> dict:
 async def feedback(body: FeedbackRequest, request: Request) -> dict:
     """Thumbs up/down, a corrected answer or a comment on a completion (by its `id`)."""
     services = _services(request)
-    await asyncio.to_thread(services.writer.flush)  # the trace may still be on its way to the store
-    with services.sessions.begin() as session:
-        row = add_feedback(session, body.trace_id, body.rating, body.correction, body.comment)
-        return {"object": "feedback", "id": row.id, "trace_id": row.trace_id, "rating": row.rating}
+
+    def store() -> dict:
+        services.writer.flush()  # the trace may still be on its way to the store
+        with services.sessions.begin() as session:
+            row = add_feedback(session, body.trace_id, body.rating, body.correction, body.comment)
+            return {"object": "feedback", "id": row.id, "trace_id": row.trace_id, "rating": row.rating}
+
+    return await asyncio.to_thread(store)

@@ -47,15 +47,23 @@ async def api_traces(
 ) -> dict:
     """Recent traces, newest first, with their feedback."""
     services = request.app.state.services
-    await asyncio.to_thread(services.writer.flush)
-    with services.sessions() as session:
-        rows = list_traces(session, limit=limit, offset=offset, model=model, app=app, status=status, since=since)
-        return {"object": "list", "data": [trace_dict(t) for t in rows]}
+
+    def query() -> dict:
+        services.writer.flush()
+        with services.sessions() as session:
+            rows = list_traces(session, limit=limit, offset=offset, model=model, app=app, status=status, since=since)
+            return {"object": "list", "data": [trace_dict(t) for t in rows]}
+
+    return await asyncio.to_thread(query)
 
 
 @router.get("/api/traces/{trace_id}")
 async def api_trace(trace_id: str, request: Request) -> dict:
     services = request.app.state.services
-    await asyncio.to_thread(services.writer.flush)
-    with services.sessions() as session:
-        return trace_dict(get_trace(session, trace_id))
+
+    def query() -> dict:
+        services.writer.flush()
+        with services.sessions() as session:
+            return trace_dict(get_trace(session, trace_id))
+
+    return await asyncio.to_thread(query)

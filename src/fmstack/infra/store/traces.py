@@ -77,12 +77,10 @@ def list_traces(
     app: str | None = None,
     status: str | None = None,
     since: datetime | None = None,
+    oldest_first: bool = False,
 ) -> list[Trace]:
-    query = (
-        select(Trace)
-        .options(selectinload(Trace.feedback), selectinload(Trace.scores))
-        .order_by(Trace.created_at.desc(), Trace.id)
-    )
+    order = (Trace.created_at, Trace.id) if oldest_first else (Trace.created_at.desc(), Trace.id)
+    query = select(Trace).options(selectinload(Trace.feedback), selectinload(Trace.scores)).order_by(*order)
     for column, value in ((Trace.model, model), (Trace.app, app), (Trace.status, status)):
         if value is not None:
             query = query.where(column == value)
@@ -92,9 +90,10 @@ def list_traces(
 
 
 def iter_traces(session: Session, **filters) -> Iterator[Trace]:
-    """All matching traces, oldest first, streamed in pages (for export)."""
+    """All matching traces, oldest first, streamed in pages (for export); traces written meanwhile come last,
+    so they cannot shift a page that is still to come."""
     offset = 0
-    while page := list_traces(session, limit=500, offset=offset, **filters):
+    while page := list_traces(session, limit=500, offset=offset, oldest_first=True, **filters):
         yield from page
         offset += len(page)
 
