@@ -54,6 +54,22 @@ def test_client_disconnect_stops_generation_at_once(server):
     assert cancelled["prompt_tokens"] > 10 and 0 < cancelled["completion_tokens"] < 3000  # usage still counted
 
 
+def test_non_streaming_client_that_leaves_stops_its_generation(server):
+    body = {"model": TEST_MODEL, "messages": LONG, "max_tokens": 3000, "temperature": 1.0, "seed": 9}
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(f"{server.base}/v1/chat/completions", json=body, timeout=1.5, headers={"X-Fmstack-App": "leaver"})
+    start = time.monotonic()
+    assert chat(server.base, 1).status_code == 200  # not stuck behind 3000 tokens nobody will read
+    assert time.monotonic() - start < 5
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        traces = httpx.get(f"{server.base}/api/traces", params={"app": "leaver"}).json()["data"]
+        if traces and traces[0]["status"] == "cancelled":
+            break
+        time.sleep(0.2)
+    assert traces[0]["status"] == "cancelled" and traces[0]["completion_tokens"] < 3000
+
+
 def test_request_timeout(tmp_path):
     srv = Server(make_home(tmp_path), env={"FMSTACK_REQUEST_TIMEOUT": "3"})
     try:

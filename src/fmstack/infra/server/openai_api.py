@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from fmstack.engines.base import Delta
 from fmstack.errors import FmstackError
@@ -59,16 +60,16 @@ async def chat_completions(body: ChatCompletionRequest, request: Request):
     call = Call(
         _services(request), "chat.completions", "chatcmpl", body.model_dump(exclude_none=True), _app_header(request)
     )
-    return await _generate(call, body, chat=True)
+    return await _generate(call, body, chat=True, request=request)
 
 
 @router.post("/completions", response_model=None)
 async def completions(body: CompletionRequest, request: Request):
     call = Call(_services(request), "completions", "cmpl", body.model_dump(exclude_none=True), _app_header(request))
-    return await _generate(call, body, chat=False)
+    return await _generate(call, body, chat=False, request=request)
 
 
-async def _generate(call: Call, body: ChatCompletionRequest | CompletionRequest, chat: bool):
+async def _generate(call: Call, body: ChatCompletionRequest | CompletionRequest, chat: bool, request: Request):
     services = call.services
     try:
         call.use(services.registry.get(body.model))
@@ -88,8 +89,27 @@ async def _generate(call: Call, body: ChatCompletionRequest | CompletionRequest,
             media_type="text/event-stream",
             headers={"X-Fmstack-Trace-Id": call.id, "Cache-Control": "no-cache"},
         )
-    deltas = [delta async for delta in events]
+    deltas = await _collect(events, request)
+    if deltas is None:
+        return Response(status_code=499)  # nobody is listening any more
     return JSONResponse(shape.whole(deltas), headers={"X-Fmstack-Trace-Id": call.id})
+
+
+async def _collect(events: AsyncIterator[Delta], request: Request, poll: float = 0.25) -> list[Delta] | None:
+    """The whole answer, or None if the client left first: then generation stops (a client that timed out and
+    retries would otherwise fill the queue with work nobody reads)."""
+
+    async def gather() -> list[Delta]:
+        return [delta async for delta in events]
+
+    task = asyncio.ensure_future(gather())
+    while not (await asyncio.wait({task}, timeout=poll))[0]:
+        if await request.is_disconnected():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            return None
+    return task.result()
 
 
 async def _prepend(first: Delta | None, rest: AsyncIterator[Delta]) -> AsyncIterator[Delta]:
