@@ -94,9 +94,10 @@ def home(tmp_path, monkeypatch) -> Path:
     return tmp_path
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
-    """Debian's Chromium, headless, driven by Playwright (no browser downloads)."""
+    """Debian's Chromium, headless, driven by Playwright (no browser downloads). Module-scoped: Playwright's sync
+    API keeps an event loop running on this thread, and later tests need `asyncio.run`."""
     if not Path(CHROMIUM).exists():
         pytest.skip("Debian chromium not installed: apt-get install chromium")
     sync_api = pytest.importorskip("playwright.sync_api")
