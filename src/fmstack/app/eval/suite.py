@@ -23,12 +23,12 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
-import yaml
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from fmstack.app.eval.metrics import Case, Metric, get_metric
 from fmstack.errors import FmstackError
+from fmstack.yamlfile import dotted, line_of, read_yaml, validate
 
 
 class SuiteError(FmstackError):
@@ -121,22 +121,10 @@ def metric_label(metric: Metric) -> str:
 
 def load_suite(path: Path, sessions=None) -> Suite:
     """Parse, validate and expand a suite file (and what it includes)."""
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise SuiteError(f"{path}: cannot read the suite ({exc.strerror}).") from exc
-    try:
-        root = yaml.compose(text)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        line = exc.problem_mark.line + 1 if getattr(exc, "problem_mark", None) else "?"
-        raise SuiteError(f"{path}:{line}: not valid YAML: {getattr(exc, 'problem', exc)}.") from exc
+    data, root = read_yaml(path, "suite", SuiteError)
     if not isinstance(data, dict):
         raise SuiteError(f"{path}:1: a suite is a mapping with at least 'name' and 'cases'.")
-    try:
-        spec = SuiteSpec.model_validate(data)
-    except ValidationError as exc:
-        raise _located(path, root, exc) from None
+    spec = validate(SuiteSpec, data, path, root, SuiteError)
     cases = [*_inline_cases(path, root, spec), *_included_cases(path, root, spec, sessions)]
     if not cases:
         raise SuiteError(f"{path}: the suite has no cases; add some under 'cases' or 'include'.")
@@ -155,8 +143,8 @@ def _metrics(path: Path, root, loc: tuple, specs: list) -> list[Metric]:
         label = metric_label(metric)
         if label in seen:
             raise SuiteError(
-                f"{path}:{_line(root, (*loc, i))}: {_dotted((*loc, i))}: a second '{label}' (first at "
-                f"{_dotted((*loc, seen[label]))}); give one of them its own `label:`."
+                f"{path}:{line_of(root, (*loc, i))}: {dotted((*loc, i))}: a second '{label}' (first at "
+                f"{dotted((*loc, seen[label]))}); give one of them its own `label:`."
             )
         seen[label] = i
         metrics.append(metric)
@@ -188,27 +176,27 @@ def _metric(path: Path, root, loc: tuple, spec: str | MetricSpec) -> Metric:
         from fmstack.app.eval.metrics import metric_names
 
         raise SuiteError(
-            f"{path}:{_line(root, loc)}: {_dotted(loc)}: unknown metric '{name}'. "
+            f"{path}:{line_of(root, loc)}: {dotted(loc)}: unknown metric '{name}'. "
             f"Known: {', '.join(metric_names())}; or name your own as 'module:Class'."
         ) from None
     except ValidationError as exc:
         first = exc.errors()[0]
         field = ".".join(str(p) for p in first["loc"])
         raise SuiteError(
-            f"{path}:{_line(root, (*loc, field))}: {_dotted(loc)}.{field}: {first['msg']} (metric '{name}')."
+            f"{path}:{line_of(root, (*loc, field))}: {dotted(loc)}.{field}: {first['msg']} (metric '{name}')."
         ) from None
 
 
 def _case(path: Path, root, loc: tuple, spec: SuiteSpec, c: CaseSpec, case_id: str) -> Case:
     given = [k for k in ("input", "messages") if getattr(c, k) is not None]
     if len(given) > 1:
-        raise SuiteError(f"{path}:{_line(root, loc)}: {_dotted(loc)}: give 'input' or 'messages', not both.")
+        raise SuiteError(f"{path}:{line_of(root, loc)}: {dotted(loc)}: give 'input' or 'messages', not both.")
     if c.messages is not None:
         messages = list(c.messages)
     else:
         if c.input is None and spec.prompt is None:
             raise SuiteError(
-                f"{path}:{_line(root, loc)}: {_dotted(loc)}: the case has no 'input' or 'messages', and the suite "
+                f"{path}:{line_of(root, loc)}: {dotted(loc)}: the case has no 'input' or 'messages', and the suite "
                 "has no 'prompt' template to render its 'vars' with."
             )
         user = c.input if c.input is not None else _render(path, root, loc, spec.prompt, c.vars)
@@ -226,9 +214,9 @@ def _render(path: Path, root, loc: tuple, template: str, variables: dict) -> str
     try:
         return _JINJA.from_string(template).render(**variables)
     except jinja2.UndefinedError as exc:
-        raise SuiteError(f"{path}:{_line(root, loc)}: {_dotted(loc)}.vars: {exc} (used by the prompt).") from None
+        raise SuiteError(f"{path}:{line_of(root, loc)}: {dotted(loc)}.vars: {exc} (used by the prompt).") from None
     except jinja2.TemplateError as exc:
-        raise SuiteError(f"{path}:{_line(root, ('prompt',))}: prompt: {exc}.") from None
+        raise SuiteError(f"{path}:{line_of(root, ('prompt',))}: prompt: {exc}.") from None
 
 
 def _included_cases(path: Path, root, spec: SuiteSpec, sessions) -> list[tuple[Case, list[Metric]]]:
@@ -256,38 +244,3 @@ def _included_cases(path: Path, root, spec: SuiteSpec, sessions) -> list[tuple[C
                 raise SuiteError(f"{where}: {exc.message.split(': ', 2)[-1]}") from None
             out.append((case, _merge(suite_metrics, extra)))
     return out
-
-
-def _dotted(loc: tuple) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
-
-
-def _line(root, loc: tuple) -> int:
-    """1-based line of the deepest YAML node on the path `loc` (the field's own line when it exists)."""
-    node = root
-    for part in loc:
-        child = None
-        if isinstance(node, yaml.MappingNode):
-            child = next((v for k, v in node.value if k.value == str(part)), None)
-            if child is None:
-                key = next((k for k, _ in node.value if k.value == str(part)), None)
-                child = key
-        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
-            child = node.value[part]
-        if child is None:
-            break
-        node = child
-    return node.start_mark.line + 1 if node is not None else 1
-
-
-def _located(path: Path, root, exc: ValidationError) -> SuiteError:
-    first = exc.errors()[0]
-    loc = tuple(first["loc"])
-    if first["type"] == "extra_forbidden":
-        return SuiteError(f"{path}:{_line(root, loc)}: {_dotted(loc)}: unknown field; check its spelling.")
-    if first["type"] == "missing":
-        return SuiteError(f"{path}:{_line(root, loc[:-1])}: {_dotted(loc)}: required field is missing.")
-    return SuiteError(f"{path}:{_line(root, loc)}: {_dotted(loc)}: {first['msg']}.")
