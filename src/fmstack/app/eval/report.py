@@ -11,9 +11,7 @@ measured or agreed poorly: a judge score is only as good as that agreement.
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import json
 import math
 from collections.abc import Callable, Iterable
@@ -29,6 +27,7 @@ from rich.text import Text
 
 from fmstack.app.eval.results import MetricInfo, ResultRow, RunData
 from fmstack.app.eval.stats import bootstrap_mean_ci
+from fmstack.htmlpage import page, png_uri
 
 TRUST_KAPPA = 0.4  # as calibrate.TRUST_KAPPA (not imported: that would load sklearn just to render a report)
 WORST_N = 5
@@ -120,13 +119,6 @@ def _kappa(m: MetricInfo) -> float | None:
 # --- plots --------------------------------------------------------------------------------------------------------
 
 
-def _png(fig: Figure) -> str:
-    """The figure as a data: URI, so the report needs no files beside it."""
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
-
-
 def _grid_figure(n_variants: int) -> Figure:
     """Same size for every plot in a grid, so that they show at the same scale side by side; taller for many
     variants. Constrained layout fits long variant names inside the figure instead of growing it."""
@@ -184,7 +176,7 @@ def plot_distribution(run: RunData, metric: MetricInfo) -> str:
         if metric.threshold is not None:  # only on a score axis: the count chart's x axis is categorical
             ax.axvline(metric.threshold, color="grey", ls="--", lw=1)
     ax.set_title(metric.label, fontsize=11)
-    return _png(fig)
+    return png_uri(fig)
 
 
 def plot_means(run: RunData, cells: dict[tuple[str, str], Cell]) -> str:
@@ -213,7 +205,7 @@ def plot_means(run: RunData, cells: dict[tuple[str, str], Cell]) -> str:
         ax.set_title(m.label + ("" if m.higher_is_better else " (lower is better)"), fontsize=10)
     for ax in axes[len(metrics) :]:
         ax.set_visible(False)
-    return _png(fig)
+    return png_uri(fig)
 
 
 def _mean_tokens(rows: list[ResultRow]) -> float:
@@ -245,7 +237,7 @@ def plot_cost_quality(run: RunData, cells: dict[tuple[str, str], Cell]) -> str:
     if ax.get_xlim()[0] < 0:  # a cost is never negative: do not let the margin suggest one
         ax.set_xlim(left=-0.06 * ax.get_xlim()[1])
     ax.legend(fontsize=8, frameon=False, loc="best")
-    return _png(fig)
+    return png_uri(fig)
 
 
 def plot_latency(run: RunData) -> str:
@@ -256,36 +248,11 @@ def plot_latency(run: RunData) -> str:
     _draw_boxes(ax, series)
     ax.set(xlabel="latency (ms)")
     ax.set_title("Latency", fontsize=11)
-    return _png(fig)
+    return png_uri(fig)
 
 
 # --- html ----------------------------------------------------------------------------------------------------------
 
-CSS = """
-body{font:14px/1.45 -apple-system,"Segoe UI",Roboto,"Helvetica Neue",Arial,sans-serif;color:#1f2328;margin:0;
-  background:#f6f8fa}
-main{max-width:1240px;margin:0 auto;padding:24px 32px 64px;background:#fff;min-height:100vh}
-h1{font-size:24px;margin:0 0 4px}
-h2{font-size:18px;margin:32px 0 12px;padding-bottom:4px;border-bottom:1px solid #d0d7de}
-h3{font-size:15px;margin:20px 0 8px}
-.meta{color:#57606a;margin:0 0 12px}.meta b{color:#1f2328;font-weight:600}
-table{border-collapse:collapse;margin:8px 0 16px;font-size:13px}
-th,td{border:1px solid #d0d7de;padding:5px 9px;text-align:left;vertical-align:top}
-th{background:#f6f8fa;font-weight:600}td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
-.ci{color:#57606a;font-size:12px}
-.badge{display:inline-block;padding:1px 8px;border-radius:10px;font-size:12px;font-weight:600}
-.pass{background:#dafbe1;color:#116329}.fail{background:#ffebe9;color:#a40e26}.none{background:#eaeef2;color:#57606a}
-.warn{background:#fff8c5;border:1px solid #d4a72c;border-left:4px solid #bf8700;padding:8px 12px;margin:8px 0;
-  border-radius:4px}
-.warn.bad{background:#ffebe9;border-color:#cf222e;border-left-color:#cf222e}
-.err{color:#cf222e}
-code{background:#eaeef2;padding:1px 5px;border-radius:4px;font-size:12px}
-.plots{display:grid;grid-template-columns:repeat(auto-fill,minmax(540px,1fr));gap:12px}
-.plots img,.wide img{max-width:100%;border:1px solid #eaeef2;border-radius:4px}
-table.cases{width:100%;table-layout:fixed}table.cases td{font-size:12px}
-pre{margin:0;white-space:pre-wrap;word-break:break-word;max-height:14em;overflow:auto;font:12px/1.4 ui-monospace,
-  SFMono-Regular,Menlo,Consolas,monospace}
-"""
 
 
 def _e(x: Any) -> str:
@@ -501,11 +468,7 @@ def render_html(run: RunData) -> str:
     if run.rows and run.metrics:
         body += [_plots_html(run, cells), _worst_html(run)]
     body.append(_errors_html(run))
-    title = _e(f"{run.suite} — {run.id}")
-    return (
-        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{title}</title>'
-        f"<style>{CSS}</style></head><body><main>\n" + "\n".join(body) + "\n</main></body></html>\n"
-    )
+    return page(f"{run.suite} — {run.id}", body)
 
 
 def write_report(run: RunData, path: Path) -> Path:
