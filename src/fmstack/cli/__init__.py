@@ -11,6 +11,7 @@ from rich.table import Column, Table
 
 from fmstack import __version__
 from fmstack.cli.common import console, err, fail, preparing
+from fmstack.cli.data import data_app
 from fmstack.cli.eval import eval_app
 from fmstack.config import get_settings
 from fmstack.errors import FmstackError
@@ -26,6 +27,7 @@ traces_app = typer.Typer(
 )
 app.add_typer(traces_app, name="traces")
 app.add_typer(eval_app, name="eval")
+app.add_typer(data_app, name="data")
 
 
 def _version(value: bool) -> None:

@@ -1,0 +1,157 @@
+"""MinHash signatures and LSH banding, vectorized over whole batches of documents.
+
+Why our own and not datasketch's `MinHash`: datasketch hashes one document at a time with 64-bit arithmetic modulo
+a 61-bit prime. Here a batch of documents becomes one array of 32-bit shingle hashes, and each of the k hash
+functions is an affine map `a·x + b mod 2^32` (a odd, so a permutation of the 32-bit values) computed with
+numpy's wrapping uint32 arithmetic in cache-sized blocks: about 10× less work per document.
+`benchmarks/dedup.py` measures throughput and accuracy against datasketch on the same corpus, and
+`tests/model/data/test_minhash.py` checks that the Jaccard estimates are as accurate as the 64-bit scheme's.
+The inputs are xxhash values, not structured keys, which is why a cheap permutation family is enough.
+The LSH theory — and datasketch's choice of bands and rows for a threshold — carries over unchanged.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+import xxhash
+
+_WORD = re.compile(r"\w+")
+_SEED = 0x5EED
+_U64 = np.uint64
+_BLOCK_ROWS = 1024  # shingles per block: 1024 × 128 uint32 = 512 KB, stays in the CPU's L2 cache
+
+
+class _WordHashes(dict[str, int]):
+    """32-bit hashes of words, remembered per process: a corpus repeats its vocabulary, and `map` over a dict's
+    `__getitem__` runs in C, where a Python loop calling the hash would not."""
+
+    def __missing__(self, word: str) -> int:
+        h = self[word] = xxhash.xxh32_intdigest(word.encode(), _SEED)
+        return h
+
+
+_word_hashes = _WordHashes()
+
+
+def dedup_words(text: str) -> list[str]:
+    """The words that identify a document: case, composed characters, punctuation and spacing do not count."""
+    return _WORD.findall(unicodedata.normalize("NFKC", text).lower())
+
+
+def normalize_for_dedup(text: str) -> str:
+    return " ".join(dedup_words(text))
+
+
+def _hash_words(words: list[str]) -> np.ndarray:
+    if len(_word_hashes) > 2_000_000:
+        _word_hashes.clear()
+    return np.fromiter(map(_word_hashes.__getitem__, words), dtype=np.uint32, count=len(words))
+
+
+def shingle_hashes_of_words(words: list[str], ngram: int) -> np.ndarray:
+    """32-bit hashes of the word n-grams. A document shorter than `ngram` words is one shingle, so that short
+    duplicates still match."""
+    if not words:
+        return np.zeros(0, dtype=np.uint32)
+    h = _hash_words(words)
+    n = max(1, len(words) - ngram + 1)
+    out = np.zeros(n, dtype=np.uint32)
+    mult = np.uint32(0x01000193)  # an order-sensitive polynomial of the word hashes; uint32 wraps
+    with np.errstate(over="ignore"):
+        for j in range(min(ngram, len(words))):
+            out = (out ^ h[j : j + n]) * mult
+    return out
+
+
+def shingle_hashes(text: str, ngram: int) -> np.ndarray:
+    return shingle_hashes_of_words(dedup_words(text), ngram)
+
+
+@lru_cache(maxsize=8)
+def permutations(num_perm: int, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """The (a, b) of each hash function, a odd; fixed by the seed, so signatures made by different processes,
+    runs and machines compare."""
+    rng = np.random.Generator(np.random.PCG64(seed))
+    a = rng.integers(0, 2**31, size=num_perm, dtype=np.uint32) * np.uint32(2) + np.uint32(1)
+    b = rng.integers(0, 2**32, size=num_perm, dtype=np.uint32)
+    return a, b
+
+
+def signatures(shingles: Sequence[np.ndarray], num_perm: int = 128, seed: int = 1) -> np.ndarray:
+    """Signatures (n_docs × num_perm, uint32) of a batch of documents, each given as its shingle hashes.
+
+    The shingles of consecutive documents are hashed together in blocks of about `_BLOCK_ROWS` rows and reduced
+    per document with `minimum.reduceat`. An empty document gets the all-ones signature (it matches only other
+    empty documents)."""
+    a, b = permutations(num_perm, seed)
+    out = np.full((len(shingles), num_perm), np.iinfo(np.uint32).max, dtype=np.uint32)
+    keep = [i for i, s in enumerate(shingles) if len(s)]
+    if not keep:
+        return out
+    x = np.concatenate([shingles[i] for i in keep]).astype(np.uint32, copy=False)
+    offsets = np.concatenate([[0], np.cumsum([len(shingles[i]) for i in keep])])
+    buf = np.empty((_BLOCK_ROWS, num_perm), dtype=np.uint32)
+    start = 0
+    while start < len(keep):
+        stop = int(np.searchsorted(offsets, offsets[start] + _BLOCK_ROWS, side="right")) - 1
+        stop = max(stop, start + 1)
+        seg = x[offsets[start] : offsets[stop]]
+        m = buf[: len(seg)] if len(seg) <= _BLOCK_ROWS else np.empty((len(seg), num_perm), dtype=np.uint32)
+        np.multiply(seg[:, None], a[None, :], out=m)
+        np.add(m, b[None, :], out=m)
+        out[keep[start:stop]] = np.minimum.reduceat(m, offsets[start:stop] - offsets[start], axis=0)
+        start = stop
+    return out
+
+
+@dataclass(frozen=True)
+class LSHParams:
+    """Bands × rows ≤ num_perm. Two documents become candidates when all rows of at least one band agree."""
+
+    bands: int
+    rows: int
+
+    def band_hashes(self, sigs: np.ndarray) -> np.ndarray:
+        """One 64-bit hash per band of each signature (n_docs × bands): what the LSH index stores. A wrapping
+        polynomial over the band's rows, vectorized over all documents; a 64-bit collision between different
+        bands is too rare to matter next to MinHash's own error."""
+        n = sigs.shape[0]
+        banded = sigs[:, : self.bands * self.rows].reshape(n, self.bands, self.rows).astype(np.uint64)
+        out = np.zeros((n, self.bands), dtype=np.uint64)
+        mult = _U64(0x100000001B3)
+        with np.errstate(over="ignore"):
+            for k in range(self.rows):
+                out = (out ^ banded[:, :, k]) * mult
+        return out
+
+
+def _probability(s: np.ndarray, bands: int, rows: int) -> np.ndarray:
+    """Chance that two documents with Jaccard similarity `s` share at least one band."""
+    return 1.0 - (1.0 - s**rows) ** bands
+
+
+@lru_cache(maxsize=32)
+def optimal_params(threshold: float, num_perm: int, fp_weight: float = 0.5, fn_weight: float = 0.5) -> LSHParams:
+    """The bands and rows that minimize the weighted area of false positives (below the threshold) and false
+    negatives (above it) — the rule datasketch's MinHashLSH uses, so both tools index with the same settings."""
+    best, best_err = LSHParams(1, num_perm), float("inf")
+    lo, hi = np.linspace(0.0, threshold, 200), np.linspace(threshold, 1.0, 200)
+    for bands in range(1, num_perm + 1):
+        for rows in range(1, num_perm // bands + 1):
+            fp = np.trapezoid(_probability(lo, bands, rows), lo)
+            fn = np.trapezoid(1.0 - _probability(hi, bands, rows), hi)
+            err = fp_weight * fp + fn_weight * fn
+            if err < best_err:
+                best, best_err = LSHParams(bands, rows), err
+    return best
+
+
+def jaccard_estimate(a: np.ndarray, b: np.ndarray) -> float:
+    """The fraction of signature positions that agree: an unbiased estimate of the Jaccard similarity."""
+    return float(np.count_nonzero(a == b)) / a.shape[-1]
