@@ -30,6 +30,12 @@ COMMANDS = [
     ["traces", "list"],
     ["traces", "show"],
     ["traces", "export"],
+    ["data"],
+    ["data", "run"],
+    ["data", "clean"],
+    ["data", "dedup"],
+    ["data", "tokenize"],
+    ["data", "stats"],
 ]
 
 

@@ -9,7 +9,10 @@ answer on every run and every engine.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import xxhash
@@ -86,12 +89,42 @@ def _bucket_pairs(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return group_first[later], order[later]
 
 
+class Signatures(Protocol):
+    """Row access to signatures: an array, or `ShardedSignatures` memory-mapped from disk."""
+
+    def __getitem__(self, i: int) -> np.ndarray: ...
+
+
+class ShardedSignatures:
+    """The signatures of every shard, memory-mapped: clustering reads only the rows it verifies, so the memory a
+    run needs does not grow with the corpus's signatures (16 bytes per document stay in RAM, not 512)."""
+
+    def __init__(self, files: list[Path]) -> None:
+        self.parts = [np.load(f, mmap_mode="r") for f in files]
+        self.starts = np.cumsum([0] + [len(p) for p in self.parts])
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        k = int(np.searchsorted(self.starts, i, side="right")) - 1
+        return self.parts[k][i - self.starts[k]]
+
+
 def find_duplicates(
     exact: np.ndarray, sigs: np.ndarray | None, params: LSHParams | None, threshold: float
 ) -> DedupResult:
-    """Cluster documents given their exact hashes (n,) and, for near duplicates, their signatures (n × perm).
+    """Cluster documents given their exact hashes (n,) and, for near duplicates, their signatures (n × perm) in
+    memory. The pipeline calls `cluster` with band hashes and signatures read from disk instead."""
+    if sigs is None or params is None or not len(exact):
+        return cluster(exact, [], None, threshold)
+    bands = params.band_hashes(sigs)
+    return cluster(exact, (bands[:, j] for j in range(params.bands)), sigs, threshold)
 
-    LSH candidates are verified against the full signature (`threshold`), which removes the band collisions that
+
+def cluster(
+    exact: np.ndarray, band_columns: Iterable[np.ndarray], sigs: Signatures | None, threshold: float
+) -> DedupResult:
+    """Exact matches first, then LSH candidates band by band (one column of band hashes in memory at a time).
+
+    Candidates are verified against the full signature (`threshold`), which removes the band collisions that
     plain LSH counts as duplicates; each candidate is compared with the first document of its bucket and with its
     neighbour in the bucket, so a chain of near copies still joins one cluster."""
     n = len(exact)
@@ -100,10 +133,8 @@ def find_duplicates(
     for a, b in zip(*_bucket_pairs(exact), strict=True):
         if uf.union(int(a), int(b)):
             kinds[int(b)] = ("exact", 1.0)
-    if sigs is not None and params is not None and n:
-        bands = params.band_hashes(sigs)
-        for j in range(params.bands):
-            _join_band(uf, kinds, bands[:, j], sigs, threshold)
+    for column in band_columns:
+        _join_band(uf, kinds, column, sigs, threshold)  # type: ignore[arg-type]
     return _collect(uf, kinds, n)
 
 
@@ -123,7 +154,8 @@ def _join_band(
         for a in {int(first[pos]), int(order[pos - 1])}:
             if uf.find(a) == uf.find(b):
                 continue
-            sim = float(np.count_nonzero(sigs[a] == sigs[b])) / sigs.shape[1]
+            sa, sb = sigs[a], sigs[b]
+            sim = float(np.count_nonzero(sa == sb)) / len(sa)
             if sim >= threshold:
                 uf.union(a, b)
                 kinds.setdefault(max(a, b), ("near", sim))

@@ -165,7 +165,7 @@ def _stage_a(
 
 def _stage_b(spec: PipelineSpec, shards: list[Shard], work: Path, out: Path, progress: Progress) -> dict[str, Any]:
     """The one global step. Its result (the mask of removed documents) is saved, so a resumed run skips it."""
-    from fmstack.model.data.dedup import find_duplicates
+    from fmstack.model.data.dedup import ShardedSignatures, cluster
     from fmstack.model.data.minhash import optimal_params
 
     marker = work / "dedup.json"
@@ -173,13 +173,18 @@ def _stage_b(spec: PipelineSpec, shards: list[Shard], work: Path, out: Path, pro
         return json.loads(marker.read_text())
     assert spec.dedup is not None
     progress("dedup", 0, None)
-    arrays = [np.load(work / "a" / f"{s.name}.npz") for s in shards]
-    exact = np.concatenate([a["exact"] for a in arrays]) if arrays else np.zeros(0, np.uint64)
+    a = work / "a"
+    exact = np.concatenate([np.load(a / f"{s.name}.npz")["exact"] for s in shards] or [np.zeros(0, np.uint64)])
     if not spec.dedup.exact:
         exact = np.arange(len(exact), dtype=np.uint64)  # all distinct: exact matching off
-    sigs = np.concatenate([a["sigs"] for a in arrays]) if spec.dedup.near and arrays else None
     params = optimal_params(spec.dedup.threshold, spec.dedup.num_perm) if spec.dedup.near else None
-    result = find_duplicates(exact, sigs, params, spec.dedup.threshold)
+    if params is not None and len(exact):
+        bands = [np.load(a / f"{s.name}.bands.npy", mmap_mode="r") for s in shards]
+        columns = (np.concatenate([b[:, j] for b in bands]) for j in range(params.bands))
+        sigs = ShardedSignatures([a / f"{s.name}.sigs.npy" for s in shards])
+        result = cluster(exact, columns, sigs, spec.dedup.threshold)
+    else:
+        result = cluster(exact, [], None, spec.dedup.threshold)
     np.save(work / ".removed.npy", result.removed)
     (work / ".removed.npy").replace(work / "removed.npy")
     _write_clusters(out, work, shards, result)
@@ -199,13 +204,20 @@ def _stage_b(spec: PipelineSpec, shards: list[Shard], work: Path, out: Path, pro
 
 def _write_clusters(out: Path, work: Path, shards: list[Shard], result: Any) -> None:
     """One line per cluster: the kept document and each removed one, with how it matched — for a person to check."""
-    where: list[dict[str, Any]] = []
+    wanted = {i for c in result.clusters for i in (c.kept, *(m.index for m in c.members))}
+    where: dict[int, dict[str, Any]] = {}
+    index = 0
     for s in shards:
         for batch in read_docs(work / "a" / f"{s.name}.parquet", ["id", "source", "line", "text"]):
             for row in batch.to_pylist():
-                where.append(
-                    {"id": row["id"], "source": row["source"], "line": row["line"], "snippet": row["text"][:160]}
-                )
+                if index in wanted:
+                    where[index] = {
+                        "id": row["id"],
+                        "source": row["source"],
+                        "line": row["line"],
+                        "snippet": row["text"][:160],
+                    }
+                index += 1
     lines = []
     for k, c in enumerate(result.clusters):
         removed = [{**where[m.index], "kind": m.kind, "similarity": round(m.similarity, 3)} for m in c.members]
@@ -355,7 +367,7 @@ def _write_rejected(out: Path, rejected: list[str]) -> None:
 
 def _write_report_data(work: Path, out: Path, a: list[dict[str, Any]], dedup: dict[str, Any] | None) -> None:
     """Length distributions before and after, kept beside the manifest for `fmstack data report`."""
-    arrays = [np.load(f) for f in sorted((work / "a").glob("*.npz"))]
+    arrays = [np.load(f) for f in sorted((work / "a").glob("?????.npz"))]
     words_in = np.concatenate([x["words_in"] for x in arrays]) if arrays else np.zeros(0, np.int32)
     words_clean = np.concatenate([x["words_out"] for x in arrays]) if arrays else np.zeros(0, np.int32)
     words_final = words_clean[~np.load(work / "removed.npy")] if dedup else words_clean

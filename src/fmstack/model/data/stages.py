@@ -119,7 +119,7 @@ def clean_shard(job: dict[str, Any]) -> dict[str, Any]:
         stats, cleaner.stats = cleaner.stats, StepStats()
     else:
         stats = StepStats(len(words_in), writer.count)
-    np.savez(work / "a" / f"{shard.name}.npz", words_in=np.array(words_in, dtype=np.int32), **fp.arrays())
+    fp.save(work / "a", shard.name, words_in)
     result = {
         "shard": shard.index,
         "kept": writer.count,
@@ -163,13 +163,24 @@ class _Fingerprints:
             self.sigs.append(signatures(self.pending, self.dedup["num_perm"], self.dedup["seed"]))  # type: ignore[index]
             self.pending = []
 
-    def arrays(self) -> dict[str, np.ndarray]:
-        out = {"words_out": np.array(self.words_out, dtype=np.int32), "exact": np.array(self.exact, dtype=np.uint64)}
-        if self.dedup and self.dedup["near"]:
-            self._sign()
-            perm = self.dedup["num_perm"]
-            out["sigs"] = np.concatenate(self.sigs) if self.sigs else np.zeros((0, perm), dtype=np.uint32)
-        return out
+    def save(self, folder: Path, name: str, words_in: list[int]) -> None:
+        """`NAME.npz` (lengths, exact hashes) and, for near duplicates, `NAME.sigs.npy` and `NAME.bands.npy`:
+        plain .npy so that the global step can memory-map them instead of loading every shard."""
+        np.savez(
+            folder / f"{name}.npz",
+            words_in=np.array(words_in, dtype=np.int32),
+            words_out=np.array(self.words_out, dtype=np.int32),
+            exact=np.array(self.exact, dtype=np.uint64),
+        )
+        if not (self.dedup and self.dedup["near"]):
+            return
+        from fmstack.model.data.minhash import optimal_params
+
+        self._sign()
+        perm = self.dedup["num_perm"]
+        sigs = np.concatenate(self.sigs) if self.sigs else np.zeros((0, perm), dtype=np.uint32)
+        np.save(folder / f"{name}.sigs.npy", sigs)
+        np.save(folder / f"{name}.bands.npy", optimal_params(self.dedup["threshold"], perm).band_hashes(sigs))
 
 
 def write_shard(job: dict[str, Any]) -> dict[str, Any]:

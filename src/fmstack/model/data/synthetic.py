@@ -10,10 +10,12 @@ the same corpus.
 from __future__ import annotations
 
 import bz2
+import json
 import random
 import re
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 
 BOILERPLATE = [
     "Subscribe to our newsletter for the latest news.",
@@ -128,3 +130,86 @@ def pair_scores(predicted: list[int], truth: list[int]) -> dict[str, float]:
     recall = tp / tp_all if tp_all else 1.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
     return {"precision": precision, "recall": recall, "f1": f1, "true_pairs": tp_all, "predicted_pairs": pp}
+
+
+# --- a messy corpus: what a cleaning pipeline must cope with, with the answer written beside it ---------------------
+
+PII_SENTENCES = [
+    ("Contact the author at {name}@example.org for details.", "email"),
+    ("Call the newsroom on +61 2 9555 0142 after 5pm.", "phone"),
+    ("The server at 192.168.14.201 logged the request.", "ip"),
+    ("Payment was made with card 4539 1488 0343 6467 yesterday.", "credit_card"),
+]
+HTML_PAGE = (
+    "<!DOCTYPE html><html><head><title>News</title><style>body {{color: red}}</style>"
+    "<script>var tracker = 'do-not-keep';</script></head><body><nav><a href='/'>Home</a></nav>"
+    "<article><h1>Report</h1><p>{body}</p></article><footer>Cookie policy</footer></body></html>"
+)
+GARBAGE = [
+    "$$$ ### !!! @@@ %%% ^^^ &&& *** ((( ))) ~~~ ||| +++ === <<< >>> ??? ;;; ::: ,,, ... " * 5,
+    "buy now " * 80,
+    "ok",
+    "\n".join(["Click here to subscribe"] * 30),
+    "0 1 2 3 4 5 6 7 8 9 " * 30,
+]
+
+
+def _foreign_passages(n: int) -> list[str]:
+    """Bulgarian Wikipedia passages (gensim ships a short dump): text a language filter for English must drop."""
+    from gensim.corpora.wikicorpus import extract_pages, filter_wiki
+    from gensim.test.utils import datapath
+
+    out: list[str] = []
+    with bz2.open(datapath("bgwiki-latest-pages-articles-shortened.xml.bz2")) as f:
+        for _title, text, _pageid in extract_pages(f):
+            out += _passages(filter_wiki(text), 60, 200)
+            if len(out) >= n:
+                break
+    return out[:n]
+
+
+def write_messy_corpus(folder: Path, originals: int = 300, seed: int = 0) -> dict:
+    """JSONL files of real passages with planted near and exact duplicates, PII, HTML pages, garbage, Bulgarian
+    text, broken JSON and a non-UTF-8 line; returns (and writes to truth.json) what was planted, by document id."""
+    rng = random.Random(seed)
+    bases = list(base_documents())
+    rng.shuffle(bases)
+    rows: list[dict] = []
+    truth: dict = {"originals": [], "duplicates": {}, "pii": {}, "html": [], "garbage": [], "foreign": []}
+    vocabulary = sorted({w for b in bases[:100] for w in b.split()})
+    for i, text in enumerate(bases[:originals]):
+        rows.append({"id": f"doc-{i}", "text": text})
+        truth["originals"].append(f"doc-{i}")
+    for k in range(originals // 3):
+        src = rng.randrange(originals)
+        near = k % 4 != 0
+        text = make_copy(bases[src], rng, vocabulary) if near else "  " + bases[src].replace(" ", "  ") + "\n"
+        rows.append({"id": f"dup-{k}", "text": text})
+        truth["duplicates"][f"dup-{k}"] = f"doc-{src}"
+    for k in range(originals // 8):
+        sentence, kind = PII_SENTENCES[k % len(PII_SENTENCES)]
+        secret = sentence.format(name=f"reporter{k}")
+        rows.append({"id": f"pii-{k}", "text": bases[originals + k] + " " + secret})
+        truth["pii"][f"pii-{k}"] = {"kind": kind, "sentence": secret}
+    for k in range(originals // 10):
+        rows.append({"id": f"html-{k}", "text": HTML_PAGE.format(body=bases[originals + 100 + k])})
+        truth["html"].append(f"html-{k}")
+    for k, text in enumerate(GARBAGE * 4):
+        rows.append({"id": f"garbage-{k}", "text": text})
+        truth["garbage"].append(f"garbage-{k}")
+    for k, text in enumerate(_foreign_passages(originals // 15)):
+        rows.append({"id": f"bg-{k}", "text": text})
+        truth["foreign"].append(f"bg-{k}")
+    rng.shuffle(rows)
+    folder.mkdir(parents=True, exist_ok=True)
+    half = len(rows) // 2
+    for name, part in (("a.jsonl", rows[:half]), ("b.jsonl", rows[half:])):
+        (folder / name).write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in part), encoding="utf-8")
+    with (folder / "b.jsonl").open("ab") as f:
+        f.write(b'{"id": "broken-1", "text": "unterminated\n{"id": "latin1", "text": "caf\xe9"}\n')
+    truth["broken_lines"] = [
+        {"file": "b.jsonl", "line": len(rows) - half + 1},
+        {"file": "b.jsonl", "line": len(rows) - half + 2},
+    ]
+    (folder / "truth.json").write_text(json.dumps(truth, indent=1))
+    return truth
