@@ -218,7 +218,7 @@ def dedup(
     Example: fmstack data dedup corpus.jsonl -o deduped/ --threshold 0.8
     """
     if images:
-        _dedup_images(inputs, out, max_distance)
+        _dedup_images(inputs, out, max_distance, workers)
         return
     step = {"near": near, "ngram": ngram, "num_perm": num_perm, "threshold": threshold}
     _run(
@@ -227,25 +227,34 @@ def dedup(
     )
 
 
-def _dedup_images(inputs: list[Path], out: Path, max_distance: int | None) -> None:
+def _dedup_images(inputs: list[Path], out: Path, max_distance: int | None, workers: int | None) -> None:
     from fmstack.model.data.images import dedup_images
 
     if len(inputs) != 1 or not inputs[0].is_dir():
         fail(FmstackError("--images takes one image folder."))
-    kwargs = {} if max_distance is None else {"phash_threshold": max_distance, "dhash_threshold": max_distance}
+    kwargs: dict[str, Any] = (
+        {} if max_distance is None else {"phash_threshold": max_distance, "dhash_threshold": max_distance}
+    )
     try:
-        result = dedup_images(inputs[0], out, **kwargs)
+        # Both hashes must agree, and an image joins only a kept image (no chains): perceptual hashes ignore
+        # colour, and single linkage merged 3,941 of easy-vqa's 4,000 distinct pictures into chains.
+        result = dedup_images(inputs[0], out, method="both", linkage="kept", workers=workers or 1, **kwargs)
     except FmstackError as exc:
         fail(exc)
-    stats = result.stats if hasattr(result, "stats") else result
+    stats = result.stats
     table = Table("images", "count", title=str(out))
     table.add_row("read", f"{stats.seen:,}")
     table.add_row("kept", f"{stats.kept:,}")
     for rule, n in stats.dropped.items():
         table.add_row(f"  {rule}", f"{n:,}")
     console.print(table)
-    if stats.dropped.get("unreadable"):
-        err.print(f"{stats.dropped['unreadable']} image(s) unreadable; see {out}.", soft_wrap=True)
+    console.print(f"kept images in {out / 'images.jsonl'}, clusters in {out / 'clusters.jsonl'}", soft_wrap=True)
+    if result.rejected:
+        err.print(
+            f"{len(result.rejected)} image(s) unreadable, for example {result.rejected[0]}; all are listed in "
+            f"{out / 'rejected.jsonl'}.",
+            soft_wrap=True,
+        )
         raise typer.Exit(1)
 
 

@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 from fmstack.errors import InvalidRequest
 from fmstack.model.data.documents import Document, Rejected
 
-JSONL = {".jsonl", ".ndjson", ".json"}
+JSONL = {".jsonl", ".ndjson"}
 TEXT = {".txt", ".md", ".markdown", ".rst", ".text"}
 SHARD_BYTES = 32 << 20
 TEXT_FILES_PER_SHARD = 500
@@ -85,13 +85,15 @@ def _files(path: Path) -> Iterator[tuple[str, Path]]:
     elif kind := _kind(path):
         yield kind, path
     else:
-        raise InvalidRequest(f"{path}: unknown format; use .jsonl, .parquet, .csv, .txt/.md or a folder of them")
+        raise InvalidRequest(f"{path}: unknown format; use .jsonl, .json, .parquet, .csv, .txt/.md or a folder of them")
 
 
 def _kind(p: Path) -> str | None:
     suffix = p.suffix.lower()
     if suffix in JSONL:
         return "jsonl"
+    if suffix == ".json":
+        return "json"
     if suffix == ".parquet":
         return "parquet"
     if suffix in {".csv", ".tsv"}:
@@ -158,6 +160,7 @@ def _plan_jsonl(path: Path, shard_bytes: int) -> Iterator[Shard]:
 def read_shard(shard: Shard, fields: Fields = Fields(), root: Path | None = None) -> Iterator[Document | Rejected]:
     """The documents of one shard, and what could not be read, in file order."""
     readers = {
+        "json": _read_json,
         "jsonl": _read_jsonl,
         "parquet": _read_parquet,
         "csv": _read_csv,
@@ -215,8 +218,23 @@ def _parse_json_line(raw: bytes, fields: Fields, label: str, line: int) -> Docum
     try:
         row = json.loads(text)
     except json.JSONDecodeError as exc:
-        return Rejected(label, line, f"broken JSON: {exc.msg} at column {exc.colno}")
+        return Rejected(label, line, f"broken JSON: {exc.msg} (column {exc.colno})")
     return _document(row, fields, label, line)
+
+
+def _read_json(shard: Shard, fields: Fields, label: str) -> Iterator[Document | Rejected]:
+    """A .json file: an array of records (numbered from 1, as `line`), or JSON lines under another name."""
+    raw = Path(shard.path).read_bytes()
+    if not raw.lstrip().startswith(b"["):
+        yield from _read_jsonl(Shard(shard.index, shard.path, "jsonl", 0, len(raw)), fields, label)
+        return
+    try:
+        rows = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        yield Rejected(label, getattr(exc, "lineno", 0), f"not a valid JSON array: {exc}; the whole file is skipped")
+        return
+    for i, row in enumerate(rows, start=1):
+        yield _document(row, fields, label, i)
 
 
 def _read_parquet(shard: Shard, fields: Fields, label: str) -> Iterator[Document | Rejected]:

@@ -170,7 +170,8 @@ def _foreign_passages(n: int) -> list[str]:
 
 def write_messy_corpus(folder: Path, originals: int = 300, seed: int = 0) -> dict:
     """JSONL files of real passages with planted near and exact duplicates, PII, HTML pages, garbage, Bulgarian
-    text, broken JSON and a non-UTF-8 line; returns (and writes to truth.json) what was planted, by document id."""
+    text, broken JSON and a non-UTF-8 line; returns what was planted, by document id (and writes it to
+    `truth.json` beside the folder, not in it, so that it is not read as data)."""
     rng = random.Random(seed)
     bases = list(base_documents())
     rng.shuffle(bases)
@@ -211,5 +212,5 @@ def write_messy_corpus(folder: Path, originals: int = 300, seed: int = 0) -> dic
         {"file": "b.jsonl", "line": len(rows) - half + 1},
         {"file": "b.jsonl", "line": len(rows) - half + 2},
     ]
-    (folder / "truth.json").write_text(json.dumps(truth, indent=1))
+    (folder.parent / f"{folder.name}-truth.json").write_text(json.dumps(truth, indent=1))
     return truth
