@@ -74,14 +74,14 @@ def run_fmstack(texts: list[str], threshold: float) -> list[int]:
     import numpy as np
 
     from fmstack.model.data.dedup import find_duplicates, fingerprint
-    from fmstack.model.data.minhash import optimal_params, signatures
+    from fmstack.model.data.minhash import signatures, verified_params
 
     prints = [fingerprint(t, NGRAM) for t in texts]
     exact = np.array([e for e, _ in prints], dtype=np.uint64)
     sigs = np.concatenate(
         [signatures([s for _, s in prints[i : i + 1000]], NUM_PERM) for i in range(0, len(prints), 1000)]
     )
-    result = find_duplicates(exact, sigs, optimal_params(threshold, NUM_PERM), threshold)
+    result = find_duplicates(exact, sigs, verified_params(threshold, NUM_PERM), threshold)
     return _labels(len(texts), result)
 
 

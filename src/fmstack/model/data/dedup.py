@@ -139,26 +139,40 @@ def cluster(
 
 
 def _join_band(
-    uf: UnionFind, kinds: dict[int, tuple[str, float]], keys: np.ndarray, sigs: np.ndarray, threshold: float
+    uf: UnionFind, kinds: dict[int, tuple[str, float]], keys: np.ndarray, sigs: Signatures, threshold: float
 ) -> None:
-    """Union the verified candidates of one band."""
+    """Union the verified candidates of one band.
+
+    Within a bucket, each document is compared with one representative of every cluster already in the bucket
+    (not only with the bucket's first document): two copies of an original can be less similar to each other than
+    each is to the original, and comparing with the first copy alone missed 4 % of planted pairs."""
     order = np.argsort(keys, kind="stable")
     sorted_keys = keys[order]
-    same_as_prev = np.flatnonzero(sorted_keys[1:] == sorted_keys[:-1]) + 1
-    if not len(same_as_prev):
-        return
-    starts = np.r_[True, sorted_keys[1:] != sorted_keys[:-1]]
-    first = order[np.maximum.accumulate(np.where(starts, np.arange(len(order)), 0))]
-    for pos in same_as_prev:
-        b = int(order[pos])
-        for a in {int(first[pos]), int(order[pos - 1])}:
+    starts = np.flatnonzero(np.r_[True, sorted_keys[1:] != sorted_keys[:-1], True])
+    for lo, hi in zip(starts[:-1], starts[1:], strict=True):
+        if hi - lo > 1:
+            _join_bucket(uf, kinds, order[lo:hi].tolist(), sigs, threshold)
+
+
+def _join_bucket(
+    uf: UnionFind, kinds: dict[int, tuple[str, float]], members: list[int], sigs: Signatures, threshold: float
+) -> None:
+    reps: list[int] = [members[0]]
+    for b in members[1:]:
+        joined = False
+        sb = sigs[b]
+        for a in reps:
             if uf.find(a) == uf.find(b):
+                joined = True
                 continue
-            sa, sb = sigs[a], sigs[b]
+            sa = sigs[a]
             sim = float(np.count_nonzero(sa == sb)) / len(sa)
             if sim >= threshold:
                 uf.union(a, b)
                 kinds.setdefault(max(a, b), ("near", sim))
+                joined = True
+        if not joined:
+            reps.append(b)
 
 
 def _collect(uf: UnionFind, kinds: dict[int, tuple[str, float]], n: int) -> DedupResult:

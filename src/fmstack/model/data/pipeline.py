@@ -166,7 +166,7 @@ def _stage_a(
 def _stage_b(spec: PipelineSpec, shards: list[Shard], work: Path, out: Path, progress: Progress) -> dict[str, Any]:
     """The one global step. Its result (the mask of removed documents) is saved, so a resumed run skips it."""
     from fmstack.model.data.dedup import ShardedSignatures, cluster
-    from fmstack.model.data.minhash import optimal_params
+    from fmstack.model.data.minhash import verified_params
 
     marker = work / "dedup.json"
     if marker.exists():
@@ -177,7 +177,7 @@ def _stage_b(spec: PipelineSpec, shards: list[Shard], work: Path, out: Path, pro
     exact = np.concatenate([np.load(a / f"{s.name}.npz")["exact"] for s in shards] or [np.zeros(0, np.uint64)])
     if not spec.dedup.exact:
         exact = np.arange(len(exact), dtype=np.uint64)  # all distinct: exact matching off
-    params = optimal_params(spec.dedup.threshold, spec.dedup.num_perm) if spec.dedup.near else None
+    params = verified_params(spec.dedup.threshold, spec.dedup.num_perm) if spec.dedup.near else None
     if params is not None and len(exact):
         bands = [np.load(a / f"{s.name}.bands.npy", mmap_mode="r") for s in shards]
         columns = (np.concatenate([b[:, j] for b in bands]) for j in range(params.bands))
@@ -263,22 +263,17 @@ def _stage_d(spec: PipelineSpec, out: Path, parts: list[dict[str, Any]], progres
     result: dict[str, Any] = {"tokenizer": tokenizer.name, "stats": stats.to_dict()}
     if t.pack is not None:
         progress("pack blocks", 0, None)
-        streams = (ids for batch in _batches(texts(), 1000) for ids in tokenizer.encode_batch(batch))
         result["pack"] = tk.pack_blocks(
-            streams, t.pack.block_size, tokenizer.bos_id, tokenizer.eos_id, out / "blocks", fmt=t.pack.format
+            tk.encode_stream(tokenizer, texts()),
+            t.pack.block_size,
+            tokenizer.bos_id,
+            tokenizer.eos_id,
+            out / "blocks",
+            fmt=t.pack.format,
+            vocab_size=tokenizer.vocab_size,
+            tokenizer=tokenizer.name,
         )
     return result
-
-
-def _batches(it: Any, n: int) -> Any:
-    batch = []
-    for x in it:
-        batch.append(x)
-        if len(batch) == n:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
 
 
 def iter_texts(out: Path, parts: list[dict[str, Any]]) -> Any:

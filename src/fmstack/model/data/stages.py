@@ -174,13 +174,13 @@ class _Fingerprints:
         )
         if not (self.dedup and self.dedup["near"]):
             return
-        from fmstack.model.data.minhash import optimal_params
+        from fmstack.model.data.minhash import verified_params
 
         self._sign()
         perm = self.dedup["num_perm"]
         sigs = np.concatenate(self.sigs) if self.sigs else np.zeros((0, perm), dtype=np.uint32)
         np.save(folder / f"{name}.sigs.npy", sigs)
-        np.save(folder / f"{name}.bands.npy", optimal_params(self.dedup["threshold"], perm).band_hashes(sigs))
+        np.save(folder / f"{name}.bands.npy", verified_params(self.dedup["threshold"], perm).band_hashes(sigs))
 
 
 def write_shard(job: dict[str, Any]) -> dict[str, Any]:
