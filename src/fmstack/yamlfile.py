@@ -30,8 +30,7 @@ def read_yaml(path: Path, what: str, error: type[FmstackError]) -> tuple[Any, ya
         raise error(f"{path}:{line}: not valid YAML: {getattr(exc, 'problem', exc)}.") from exc
 
 
-def validate(model: type[M], data: Any, path: Path, root: yaml.Node | None,
-                           error: type[FmstackError]) -> M:
+def validate(model: type[M], data: Any, path: Path, root: yaml.Node | None, error: type[FmstackError]) -> M:
     """`model` validated from `data`, or `error` with the file, line and field of the first problem."""
     try:
         return model.model_validate(data)
