@@ -18,6 +18,27 @@ from rich.table import Table
 from fmstack.cli.common import console, err, fail
 from fmstack.errors import FmstackError
 
+# Cleaning rules for `stats`: every edit and filter off, language identification on (for the language mix).
+OBSERVE_ONLY: dict[str, Any] = {
+    **dict.fromkeys(("normalize", "strip_html", "strip_control", "boilerplate", "collapse_whitespace", "pii"), False),
+    **dict.fromkeys(
+        (
+            "min_words",
+            "max_words",
+            "min_mean_word_length",
+            "max_mean_word_length",
+            "max_symbol_word_ratio",
+            "min_alpha_word_fraction",
+            "max_duplicate_line_fraction",
+            "max_top_ngram_fraction",
+            "max_bullet_line_fraction",
+            "max_ellipsis_line_fraction",
+            "min_stopwords",
+        )
+    ),
+    "detect_language": True,
+}
+
 data_app = typer.Typer(
     help="Clean, deduplicate and tokenize text and image datasets.\n\nExample: fmstack data run pipeline.yaml",
     no_args_is_help=True,
@@ -301,6 +322,7 @@ def stats(
     """
     data = _base(inputs, out, "parquet", text_field, id_field, "local", None, None, False)
     data["output"]["data"] = False
+    data["clean"] = OBSERVE_ONLY
     if tokenizer:
         data["tokenize"] = {"tokenizer": tokenizer}
     _run(_spec(data), force)

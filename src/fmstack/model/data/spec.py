@@ -23,7 +23,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from fmstack.errors import FmstackError
-from fmstack.yamlfile import read_yaml, validate
+from fmstack.yamlfile import line_of, read_yaml, validate
 
 
 class PipelineError(FmstackError):
@@ -103,18 +103,26 @@ def load_pipeline(path: Path) -> PipelineSpec:
     if spec.tokenize and spec.tokenize.tokenizer and (base / spec.tokenize.tokenizer).exists():
         spec.tokenize.tokenizer = str(base / spec.tokenize.tokenizer)
     if spec.clean is not None:
-        _check_clean(spec.clean, f"{path}: clean")
+        _check_clean(spec.clean, path, root)
     _check_tokenize(spec, str(path))
     return spec
 
 
-def _check_clean(config: dict[str, Any], where: str) -> None:
+def _check_clean(config: dict[str, Any], path: Path, root: Any) -> None:
+    """The cleaning rules, checked key by key so that the error points at the line of the wrong one."""
     from fmstack.model.data.clean import CleanConfig
 
+    for key, value in config.items():
+        try:
+            CleanConfig.from_dict({key: value})
+        except FmstackError as exc:
+            raise PipelineError(
+                f"{path}:{line_of(root, ('clean', key))}: clean.{key}: {exc.message.removeprefix('clean: ')}"
+            ) from None
     try:
         CleanConfig.from_dict(config)
     except FmstackError as exc:
-        raise PipelineError(f"{where}: {exc.message}") from None
+        raise PipelineError(f"{path}:{line_of(root, ('clean',))}: clean: {exc.message}") from None
 
 
 def _check_tokenize(spec: PipelineSpec, where: str) -> None:
