@@ -258,9 +258,10 @@ def _stage_d(spec: PipelineSpec, out: Path, parts: list[dict[str, Any]], progres
     else:
         spec_name = t.tokenizer  # type: ignore[assignment]
     tokenizer = tk.load_tokenizer(spec_name)
+    name = "tokenizer/ (trained by this run)" if t.train is not None else tokenizer.name
     progress("token stats", 0, None)
     stats = tk.token_stats(tokenizer, texts())
-    result: dict[str, Any] = {"tokenizer": tokenizer.name, "stats": stats.to_dict()}
+    result: dict[str, Any] = {"tokenizer": name, "stats": stats.to_dict()}
     if t.pack is not None:
         progress("pack blocks", 0, None)
         result["pack"] = tk.pack_blocks(
@@ -271,7 +272,7 @@ def _stage_d(spec: PipelineSpec, out: Path, parts: list[dict[str, Any]], progres
             out / "blocks",
             fmt=t.pack.format,
             vocab_size=tokenizer.vocab_size,
-            tokenizer=tokenizer.name,
+            tokenizer=name,
         )
     return result
 
