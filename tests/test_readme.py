@@ -40,3 +40,32 @@ def test_curl_example(server):
     result = subprocess.run(["bash", "-c", adapt(curl, server)], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert '"object":"chat.completion"' in result.stdout and "fmstack_requests_total{" in result.stdout
+
+
+def test_data_example_runs_and_gives_the_numbers_the_readme_quotes(tmp_path):
+    """The 'Prepare data' commands, run in a copy of examples/data; the counts the README states must hold."""
+    import json
+    import shutil
+
+    block = next(b for b in blocks("bash") if "make_corpus.py" in b)
+    shutil.copytree(
+        Path(__file__).parents[1] / "examples" / "data",
+        tmp_path / "examples" / "data",
+        ignore=shutil.ignore_patterns("raw", "out", "raw-truth.json"),
+    )
+    script = block.replace("python ", f"{sys.executable} ").replace("fmstack ", f"{sys.executable} -m fmstack ")
+    result = subprocess.run(["bash", "-c", script], capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert result.returncode == 1, result.stderr  # the two planted broken lines are rejected: exit code 1
+    m = json.loads((tmp_path / "examples" / "data" / "out" / "manifest.json").read_text())
+    section = README[README.index("## Prepare data") : README.index("## Configuration")]
+    quoted = {
+        "reads": m["counts"]["read"],
+        "rejects the": m["counts"]["rejected"],
+        "drops": m["counts"]["read"] - m["counts"]["after_clean"],
+        "removes": m["dedup"]["exact_removed"],
+        "exact and": m["dedup"]["near_removed"],
+        "packs": m["tokenize"]["pack"]["tokens"],
+        "into": m["tokenize"]["pack"]["n_blocks"],
+    }
+    for words, value in quoted.items():
+        assert re.search(rf"{words}\s+{value:,}\s", section), f"README: '{words} {value:,}' (the run gave {value})"
