@@ -14,6 +14,10 @@ from pydantic import Field
 
 from fmstack.app.eval.metrics.base import Case, Judge, Metric, MetricContext, Output, Score, register
 
+# A bounded reason: small judges asked for "one sentence" wrote 300-token essays inside the JSON string, which made
+# every verdict take ~45 s on 2 cores; the grammar stops the string at 300 characters.
+REASON = {"type": "string", "maxLength": 300}
+
 SYSTEM = (
     "You are a strict, fair evaluator of AI assistant answers. Judge only what is asked. "
     "Reply with a single JSON object and nothing else."
@@ -65,7 +69,7 @@ class JudgeMetric(Metric):
 
 SCORE_SCHEMA: dict[str, Any] = {
     "type": "object",
-    "properties": {"reason": {"type": "string"}, "score": {"type": "integer", "minimum": 1, "maximum": 5}},
+    "properties": {"reason": REASON, "score": {"type": "integer", "minimum": 1, "maximum": 5}},
     "required": ["reason", "score"],
 }
 
@@ -90,7 +94,7 @@ class Rubric(JudgeMetric):
 
 VERDICT_SCHEMA: dict[str, Any] = {
     "type": "object",
-    "properties": {"reason": {"type": "string"}, "verdict": {"type": "string", "enum": ["correct", "incorrect"]}},
+    "properties": {"reason": REASON, "verdict": {"type": "string", "enum": ["correct", "incorrect"]}},
     "required": ["reason", "verdict"],
 }
 
@@ -116,7 +120,7 @@ class Correctness(JudgeMetric):
 
 PAIR_SCHEMA: dict[str, Any] = {
     "type": "object",
-    "properties": {"reason": {"type": "string"}, "winner": {"type": "string", "enum": ["A", "B", "tie"]}},
+    "properties": {"reason": REASON, "winner": {"type": "string", "enum": ["A", "B", "tie"]}},
     "required": ["reason", "winner"],
 }
 

@@ -9,12 +9,12 @@ from typing import Any, ClassVar
 import numpy as np
 
 from fmstack.app.eval.metrics.base import Case, Metric, MetricContext, Output, Score, register
-from fmstack.app.eval.metrics.judge import JudgeMetric
+from fmstack.app.eval.metrics.judge import REASON, JudgeMetric
 
 CLAIMS_SCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {
-        "reason": {"type": "string"},
+        "reason": REASON,
         "claims": {"type": "integer", "minimum": 0},
         "supported": {"type": "integer", "minimum": 0},
     },
