@@ -124,3 +124,17 @@ def test_pairwise_cancels_position_bias(home, tmp_path):
     fair = Scripted(judge_replies=[prefers_paris])
     _, data = run(tmp_path, fair, ["good", "wrong"], ", pairwise", use_cache=False)  # not the cached verdicts
     assert [r.scores["pairwise"].value for r in data.rows if r.model == "wrong"] == [0.0, 0.0, 0.0]
+
+
+def test_a_run_stopped_midway_is_stored_as_interrupted_not_running(home, tmp_path):
+    """Ctrl-C during generation: the stored run says so, instead of looking like it is still going."""
+    from fmstack.infra.store.schema import EvalRun
+
+    class Interrupting(Scripted):
+        async def generate(self, model, messages, params):
+            raise asyncio.CancelledError  # what Ctrl-C does to the tasks of `asyncio.run`
+
+    with pytest.raises(asyncio.CancelledError):
+        run(tmp_path, Interrupting(), ["good"])
+    with open_store(get_settings()).begin() as s:
+        assert [r.status for r in s.query(EvalRun)] == ["interrupted"]

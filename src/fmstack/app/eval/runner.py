@@ -113,13 +113,18 @@ class Runner:
             self.progress(done, len(work))
             return row
 
-        with ThreadPoolExecutor(options.concurrency, thread_name_prefix="fmstack-metrics") as scoring:
-            # metrics (judges among them) block their thread on the loop: they get threads of their own, so
-            # they can never starve the default pool the loop's own thread hops use
-            self._scoring = scoring
-            rows = list(await asyncio.gather(*(one(*w) for w in work)))
-            await asyncio.get_running_loop().run_in_executor(scoring, self._pairwise, suite, rows, ctx)
-        await asyncio.to_thread(self._save, run_id, rows)
+        try:
+            with ThreadPoolExecutor(options.concurrency, thread_name_prefix="fmstack-metrics") as scoring:
+                # metrics (judges among them) block their thread on the loop: they get threads of their own, so
+                # they can never starve the default pool the loop's own thread hops use
+                self._scoring = scoring
+                rows = list(await asyncio.gather(*(one(*w) for w in work)))
+                await asyncio.get_running_loop().run_in_executor(scoring, self._pairwise, suite, rows, ctx)
+            await asyncio.to_thread(self._save, run_id, rows)
+        except BaseException as exc:  # Ctrl-C or a bug: the stored run must not stay "running" forever
+            stopped = isinstance(exc, KeyboardInterrupt | asyncio.CancelledError)
+            self._mark(run_id, "interrupted" if stopped else "failed")
+            raise
         return RunData(run_id, suite.name, utcnow().isoformat(), infos, rows, config)
 
     async def _case(
@@ -204,6 +209,10 @@ class Runner:
                     metrics=[asdict(i) for i in infos],
                 )
             )
+
+    def _mark(self, run_id: str, status: str) -> None:
+        with self.sessions.begin() as s:
+            s.get(EvalRun, run_id).status = status
 
     def _save(self, run_id: str, rows: list[ResultRow]) -> None:
         with self.sessions.begin() as s:
