@@ -47,41 +47,44 @@ def _corpus(n: int, seed: int) -> tuple[list[str], list[int]]:
 
 
 def run_datasketch(texts: list[str], threshold: float) -> list[int]:
-    """Cluster ids from datasketch: LSH candidates joined by union-find (datasketch does not verify them)."""
+    """Cluster ids from datasketch: LSH candidates joined into connected components (datasketch does not verify
+    candidates). The same words (`dedup_words`) and shingles as fmstack."""
+    import numpy as np
     from datasketch import MinHash, MinHashLSH
 
-    from fmstack.model.data.dedup import UnionFind
-    from fmstack.model.data.minhash import normalize_for_dedup
+    from fmstack.model.data.dedup import components
+    from fmstack.model.data.shingles import dedup_words
 
     shingles = []
     for t in texts:
-        w = normalize_for_dedup(t).split()
+        w = dedup_words(t)
         shingles.append([" ".join(w[i : i + NGRAM]).encode() for i in range(max(1, len(w) - NGRAM + 1))])
     hashes = MinHash.bulk(shingles, num_perm=NUM_PERM)
     lsh = MinHashLSH(threshold=threshold, num_perm=NUM_PERM)
     with lsh.insertion_session() as session:
         for i, m in enumerate(hashes):
             session.insert(i, m)
-    uf = UnionFind(len(texts))
-    for i, m in enumerate(hashes):
-        for j in lsh.query(m):
-            uf.union(i, j)
-    return [uf.find(i) for i in range(len(texts))]
+    pairs = [(i, j) for i, m in enumerate(hashes) for j in lsh.query(m) if j != i]
+    a, b = (np.array(x, dtype=np.int64) for x in zip(*pairs, strict=True)) if pairs else (np.zeros(0, int),) * 2
+    return components(len(texts), a, b).tolist()
 
 
 def run_fmstack(texts: list[str], threshold: float) -> list[int]:
-    """Cluster ids from fmstack's dedup functions in this process (one core)."""
+    """Cluster ids from fmstack's dedup functions in this process (one core), in batches as the pipeline does."""
     import numpy as np
 
-    from fmstack.model.data.dedup import find_duplicates, fingerprint
+    from fmstack.model.data.dedup import find_duplicates
     from fmstack.model.data.minhash import signatures, verified_params
+    from fmstack.model.data.shingles import fingerprints
 
-    prints = [fingerprint(t, NGRAM) for t in texts]
-    exact = np.array([e for e, _ in prints], dtype=np.uint64)
-    sigs = np.concatenate(
-        [signatures([s for _, s in prints[i : i + 1000]], NUM_PERM) for i in range(0, len(prints), 1000)]
+    exact, sigs = [], []
+    for i in range(0, len(texts), 1000):
+        fp = fingerprints(texts[i : i + 1000], NGRAM)
+        exact.append(fp.exact)
+        sigs.append(signatures(fp, NUM_PERM))
+    result = find_duplicates(
+        np.concatenate(exact), np.concatenate(sigs), verified_params(threshold, NUM_PERM), threshold
     )
-    result = find_duplicates(exact, sigs, verified_params(threshold, NUM_PERM), threshold)
     return _labels(len(texts), result)
 
 
@@ -134,6 +137,8 @@ def run_tokenize(texts: list[str], which: str) -> dict[str, Any]:
         from tokenizers import Tokenizer
 
         tok = Tokenizer.from_file(str(path))
+        tok.no_truncation()  # MiniLM's tokenizer.json cuts at 128 tokens; count every token, as fmstack does
+        tok.no_padding()
         tokens = sum(len(e.ids) for i in range(0, len(texts), 1000) for e in tok.encode_batch(texts[i : i + 1000]))
     else:
         stats = tk.token_stats(tk.load_tokenizer(str(path)), iter(texts))

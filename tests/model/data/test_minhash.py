@@ -8,13 +8,8 @@ import sys
 import numpy as np
 import pytest
 
-from fmstack.model.data.minhash import (
-    dedup_words,
-    jaccard_estimate,
-    optimal_params,
-    shingle_hashes,
-    signatures,
-)
+from fmstack.model.data.minhash import jaccard_estimate, optimal_params, signatures
+from fmstack.model.data.shingles import dedup_words, fingerprints, shingle_hashes
 from fmstack.model.data.synthetic import planted_corpus
 
 
@@ -80,7 +75,7 @@ def test_signatures_do_not_depend_on_batching_or_process():
     )
     assert (one == split).all()
     code = (
-        "from fmstack.model.data.minhash import signatures, shingle_hashes;"
+        "from fmstack.model.data.minhash import signatures; from fmstack.model.data.shingles import shingle_hashes;"
         "print(signatures([shingle_hashes('the quick brown fox jumps over the lazy dog', 5)], 64)[0].tolist())"
     )
     other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
@@ -94,3 +89,45 @@ def test_normalization_ignores_case_and_punctuation_only():
     assert len(shingle_hashes("two words", 5)) == 1  # shorter than a shingle: still one fingerprint
     empty = signatures([shingle_hashes("", 5)], 16)
     assert (empty == np.iinfo(np.uint32).max).all()
+
+
+M64 = 2**64 - 1
+
+
+def _mix(x: int) -> int:
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & M64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & M64
+    return x ^ (x >> 31)
+
+
+def _reference_shingles(text: str, ngram: int) -> list[int]:
+    """The vectorized shingles, recomputed word by word from `dedup_words` in plain Python integers."""
+    words = [_mix(sum(c * pow(0x100000001B3, i, 2**64) for i, c in enumerate(w.encode())) & M64)
+             for w in dedup_words(text)]
+    windows = [words[i : i + ngram] for i in range(len(words) - ngram + 1)] or ([words] if words else [])
+    out = []
+    for window in windows:
+        h = 0
+        for w in window:
+            h = ((h ^ w) * 0x9E3779B97F4A7C15) & M64
+        out.append(h >> 32)
+    return out
+
+
+TRICKY = [
+    "Plain ASCII words, with punctuation; and NUMBERS 1984 and snake_case.",
+    "Café — “quoted” text… with an em dash, «guillemets» and 25°C; ﬁ ligature; ＦＵＬＬ width.",
+    "Ελληνικά και русский текст, 中文字符 and emoji 🙂 mixed in.",
+    "a\x00b null byte, tabs\tand\nnewlines",
+    "one",
+    "",
+]
+
+
+def test_vectorized_shingles_equal_the_word_by_word_reference():
+    batch = fingerprints(TRICKY, 3)
+    for i, text in enumerate(TRICKY):
+        assert batch[i].tolist() == _reference_shingles(text, 3), text
+        assert shingle_hashes(text, 3).tolist() == batch[i].tolist()  # alone or in a batch: the same
+    assert len(batch[5]) == 0 and len(batch[4]) == 1
+    assert dedup_words(TRICKY[1])[:4] == ["café", "quoted", "text", "with"]  # curly quotes and … separate words

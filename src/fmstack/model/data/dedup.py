@@ -1,10 +1,14 @@
-"""Exact and near-duplicate detection over a whole dataset: union-find clusters, one kept per cluster.
+"""Exact and near-duplicate detection over a whole dataset: connected components, one document kept per cluster.
 
 Inputs are per-document fingerprints computed shard by shard (in parallel, see `pipeline.py`): a 64-bit hash of
-the normalized text, and a MinHash signature. This module is the one global step: it groups documents whose
-normalized text is equal (exact) or whose signatures share an LSH band and agree on at least `threshold` of their
-positions (near), then keeps the first document of each cluster in input order — a rule that gives the same
-answer on every run and every engine.
+the normalized word sequence, and a MinHash signature. This module is the one global step. Documents with equal
+exact hashes are joined; documents that share an LSH band become candidates, and a candidate pair is joined when
+the signatures agree on at least `threshold` of their positions (verification removes the band collisions that
+plain LSH counts as duplicates). Clusters are the connected components, and each keeps its first document in
+input order — a rule that gives the same answer on every run and every engine.
+
+Everything is array work: candidate pairs of all bands are generated, de-duplicated and verified in NumPy, and the
+components are found by label propagation with pointer jumping, not by a Python union-find over pairs.
 """
 
 from __future__ import annotations
@@ -15,52 +19,18 @@ from pathlib import Path
 from typing import Protocol
 
 import numpy as np
-import xxhash
 
-from fmstack.model.data.minhash import LSHParams, dedup_words, normalize_for_dedup, shingle_hashes_of_words
+from fmstack.model.data.minhash import LSHParams
 
-
-def exact_hash(text: str) -> int:
-    """The fingerprint two documents share when they are equal after normalization."""
-    return xxhash.xxh64_intdigest(normalize_for_dedup(text).encode())
-
-
-def fingerprint(text: str, ngram: int) -> tuple[int, np.ndarray]:
-    """The exact hash and the shingle hashes of a document, from one pass of normalization."""
-    words = dedup_words(text)
-    return xxhash.xxh64_intdigest(" ".join(words).encode()), shingle_hashes_of_words(words, ngram)
-
-
-class UnionFind:
-    """Disjoint sets over 0..n-1. The smaller index becomes the root, so a cluster's root is its first document."""
-
-    def __init__(self, n: int) -> None:
-        self.parent = np.arange(n, dtype=np.int64)
-
-    def find(self, x: int) -> int:
-        parent = self.parent
-        root = x
-        while parent[root] != root:
-            root = parent[root]
-        while parent[x] != root:
-            parent[x], x = root, parent[x]
-        return int(root)
-
-    def union(self, a: int, b: int) -> bool:
-        ra, rb = self.find(a), self.find(b)
-        if ra == rb:
-            return False
-        if rb < ra:
-            ra, rb = rb, ra
-        self.parent[rb] = ra
-        return True
+BUCKET_WINDOW = 16  # each document in an LSH bucket is checked against up to this many earlier ones
+PAIRS_PER_CHUNK = 65_536  # signature rows gathered at once to verify pairs (2 × 32 MB at 128 permutations)
 
 
 @dataclass
 class Member:
     index: int
     kind: str  # "exact" or "near"
-    similarity: float
+    similarity: float  # estimated Jaccard similarity to the kept document
 
 
 @dataclass
@@ -79,33 +49,28 @@ class DedupResult:
     near_removed: int
 
 
-def _bucket_pairs(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """For equal keys, pairs (first index with that key, each later index with it), in a stable order."""
-    order = np.argsort(keys, kind="stable")
-    sorted_keys = keys[order]
-    starts = np.r_[True, sorted_keys[1:] != sorted_keys[:-1]]
-    group_first = order[np.maximum.accumulate(np.where(starts, np.arange(len(order)), 0))]
-    later = ~starts
-    return group_first[later], order[later]
-
-
 class Signatures(Protocol):
-    """Row access to signatures: an array, or `ShardedSignatures` memory-mapped from disk."""
+    """Rows of signatures by index array: an array, or `ShardedSignatures` memory-mapped from disk."""
 
-    def __getitem__(self, i: int) -> np.ndarray: ...
+    def __getitem__(self, rows: np.ndarray) -> np.ndarray: ...
 
 
 class ShardedSignatures:
     """The signatures of every shard, memory-mapped: clustering reads only the rows it verifies, so the memory a
-    run needs does not grow with the corpus's signatures (16 bytes per document stay in RAM, not 512)."""
+    run needs does not grow with the corpus's signatures (tens of bytes per document stay in RAM, not 512)."""
 
     def __init__(self, files: list[Path]) -> None:
         self.parts = [np.load(f, mmap_mode="r") for f in files]
         self.starts = np.cumsum([0] + [len(p) for p in self.parts])
 
-    def __getitem__(self, i: int) -> np.ndarray:
-        k = int(np.searchsorted(self.starts, i, side="right")) - 1
-        return self.parts[k][i - self.starts[k]]
+    def __getitem__(self, rows: np.ndarray) -> np.ndarray:
+        width = self.parts[0].shape[1] if self.parts else 0
+        out = np.empty((len(rows), width), dtype=np.uint32)
+        part = np.searchsorted(self.starts, rows, side="right") - 1
+        for k in np.unique(part):
+            sel = part == k
+            out[sel] = self.parts[k][rows[sel] - self.starts[k]]
+        return out
 
 
 def find_duplicates(
@@ -122,69 +87,89 @@ def find_duplicates(
 def cluster(
     exact: np.ndarray, band_columns: Iterable[np.ndarray], sigs: Signatures | None, threshold: float
 ) -> DedupResult:
-    """Exact matches first, then LSH candidates band by band (one column of band hashes in memory at a time).
-
-    Candidates are verified against the full signature (`threshold`), which removes the band collisions that
-    plain LSH counts as duplicates; each candidate is compared with the first document of its bucket and with its
-    neighbour in the bucket, so a chain of near copies still joins one cluster."""
+    """Exact pairs, plus the verified LSH candidates of every band (one column of band hashes at a time)."""
     n = len(exact)
-    uf = UnionFind(n)
-    kinds: dict[int, tuple[str, float]] = {}
-    for a, b in zip(*_bucket_pairs(exact), strict=True):
-        if uf.union(int(a), int(b)):
-            kinds[int(b)] = ("exact", 1.0)
-    for column in band_columns:
-        _join_band(uf, kinds, column, sigs, threshold)  # type: ignore[arg-type]
-    return _collect(uf, kinds, n)
+    a, b = _bucket_pairs(exact, window=1)  # equal hashes: each joined to the previous one is enough
+    if sigs is not None:
+        na, nb = _verified(_candidates(band_columns, n), sigs, threshold)
+        a, b = np.concatenate((a, na)), np.concatenate((b, nb))
+    roots = components(n, a, b)
+    return _collect(roots, exact, sigs)
 
 
-def _join_band(
-    uf: UnionFind, kinds: dict[int, tuple[str, float]], keys: np.ndarray, sigs: Signatures, threshold: float
-) -> None:
-    """Union the verified candidates of one band.
-
-    Within a bucket, each document is compared with one representative of every cluster already in the bucket
-    (not only with the bucket's first document): two copies of an original can be less similar to each other than
-    each is to the original, and comparing with the first copy alone missed 4 % of planted pairs."""
+def _bucket_pairs(keys: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs (earlier, later) of documents with equal keys, each later one with up to `window` earlier ones."""
     order = np.argsort(keys, kind="stable")
     sorted_keys = keys[order]
-    starts = np.flatnonzero(np.r_[True, sorted_keys[1:] != sorted_keys[:-1], True])
-    for lo, hi in zip(starts[:-1], starts[1:], strict=True):
-        if hi - lo > 1:
-            _join_bucket(uf, kinds, order[lo:hi].tolist(), sigs, threshold)
+    pos = np.arange(len(order))
+    group_start = np.maximum.accumulate(np.where(np.r_[True, sorted_keys[1:] != sorted_keys[:-1]], pos, 0))
+    rank = pos - group_start
+    firsts, seconds = [], []
+    for d in range(1, window + 1):
+        sel = np.flatnonzero(rank >= d)
+        if not len(sel):
+            break
+        firsts.append(order[sel - d])
+        seconds.append(order[sel])
+    if not firsts:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    x, y = np.concatenate(firsts), np.concatenate(seconds)
+    return np.minimum(x, y), np.maximum(x, y)
 
 
-def _join_bucket(
-    uf: UnionFind, kinds: dict[int, tuple[str, float]], members: list[int], sigs: Signatures, threshold: float
-) -> None:
-    reps: list[int] = [members[0]]
-    for b in members[1:]:
-        joined = False
-        sb = sigs[b]
-        for a in reps:
-            if uf.find(a) == uf.find(b):
-                joined = True
-                continue
-            sa = sigs[a]
-            sim = float(np.count_nonzero(sa == sb)) / len(sa)
-            if sim >= threshold:
-                uf.union(a, b)
-                kinds.setdefault(max(a, b), ("near", sim))
-                joined = True
-        if not joined:
-            reps.append(b)
+def _candidates(band_columns: Iterable[np.ndarray], n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Candidate pairs (a < b) of all bands, each once, sorted."""
+    keys = [a * n + b for a, b in (_bucket_pairs(col, BUCKET_WINDOW) for col in band_columns)]
+    if not keys:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    return np.divmod(np.unique(np.concatenate(keys)), n)
 
 
-def _collect(uf: UnionFind, kinds: dict[int, tuple[str, float]], n: int) -> DedupResult:
-    roots = np.fromiter((uf.find(i) for i in range(n)), dtype=np.int64, count=n)
+def similarities(sigs: Signatures, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The fraction of agreeing signature positions of each pair, in chunks that bound memory."""
+    out = np.empty(len(a), dtype=np.float64)
+    for lo in range(0, len(a), PAIRS_PER_CHUNK):
+        x, y = sigs[a[lo : lo + PAIRS_PER_CHUNK]], sigs[b[lo : lo + PAIRS_PER_CHUNK]]
+        out[lo : lo + PAIRS_PER_CHUNK] = np.count_nonzero(x == y, axis=1) / max(x.shape[1], 1)
+    return out
+
+
+def _verified(
+    pairs: tuple[np.ndarray, np.ndarray], sigs: Signatures, threshold: float
+) -> tuple[np.ndarray, np.ndarray]:
+    a, b = pairs
+    ok = similarities(sigs, a, b) >= threshold
+    return a[ok], b[ok]
+
+
+def components(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The smallest index in each document's connected component (the graph of pairs a–b): labels flow to the
+    minimum along edges, and pointer jumping (label of the label) shortcuts long chains."""
+    labels = np.arange(n, dtype=np.int64)
+    if not len(a):
+        return labels
+    while True:
+        low = np.minimum(labels[a], labels[b])
+        new = labels.copy()
+        np.minimum.at(new, a, low)
+        np.minimum.at(new, b, low)
+        new = new[new]
+        if np.array_equal(new, labels):
+            return labels
+        labels = new
+
+
+def _collect(roots: np.ndarray, exact: np.ndarray, sigs: Signatures | None) -> DedupResult:
+    """Clusters from the component roots; each removed document's kind and similarity to the kept one."""
+    n = len(roots)
     removed = roots != np.arange(n)
+    idx = np.flatnonzero(removed)
+    keep = roots[idx]
+    is_exact = exact[idx] == exact[keep]
+    sims = similarities(sigs, idx, keep) if sigs is not None and len(idx) else np.ones(len(idx))
+    sims[is_exact] = 1.0
     clusters: dict[int, Cluster] = {}
-    exact_removed = near_removed = 0
-    for i in np.flatnonzero(removed):
-        kind, sim = kinds.get(int(i), ("near", 0.0))
-        clusters.setdefault(int(roots[i]), Cluster(int(roots[i]))).members.append(Member(int(i), kind, sim))
-        if kind == "exact":
-            exact_removed += 1
-        else:
-            near_removed += 1
-    return DedupResult(removed, [clusters[k] for k in sorted(clusters)], exact_removed, near_removed)
+    for i, r, e, s in zip(idx.tolist(), keep.tolist(), is_exact.tolist(), sims.tolist(), strict=True):
+        clusters.setdefault(r, Cluster(r)).members.append(Member(i, "exact" if e else "near", s))
+    n_exact = int(is_exact.sum())
+    return DedupResult(removed, [clusters[k] for k in sorted(clusters)], n_exact, len(idx) - n_exact)

@@ -12,65 +12,16 @@ The LSH theory — and datasketch's choice of bands and rows for a threshold —
 
 from __future__ import annotations
 
-import re
-import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
-import xxhash
 
-_WORD = re.compile(r"\w+")
-_SEED = 0x5EED
+from fmstack.model.data.shingles import Fingerprints
+
 _U64 = np.uint64
 _BLOCK_ROWS = 1024  # shingles per block: 1024 × 128 uint32 = 512 KB, stays in the CPU's L2 cache
-
-
-class _WordHashes(dict[str, int]):
-    """32-bit hashes of words, remembered per process: a corpus repeats its vocabulary, and `map` over a dict's
-    `__getitem__` runs in C, where a Python loop calling the hash would not."""
-
-    def __missing__(self, word: str) -> int:
-        h = self[word] = xxhash.xxh32_intdigest(word.encode(), _SEED)
-        return h
-
-
-_word_hashes = _WordHashes()
-
-
-def dedup_words(text: str) -> list[str]:
-    """The words that identify a document: case, composed characters, punctuation and spacing do not count."""
-    return _WORD.findall(unicodedata.normalize("NFKC", text).lower())
-
-
-def normalize_for_dedup(text: str) -> str:
-    return " ".join(dedup_words(text))
-
-
-def _hash_words(words: list[str]) -> np.ndarray:
-    if len(_word_hashes) > 2_000_000:
-        _word_hashes.clear()
-    return np.fromiter(map(_word_hashes.__getitem__, words), dtype=np.uint32, count=len(words))
-
-
-def shingle_hashes_of_words(words: list[str], ngram: int) -> np.ndarray:
-    """32-bit hashes of the word n-grams. A document shorter than `ngram` words is one shingle, so that short
-    duplicates still match."""
-    if not words:
-        return np.zeros(0, dtype=np.uint32)
-    h = _hash_words(words)
-    n = max(1, len(words) - ngram + 1)
-    out = np.zeros(n, dtype=np.uint32)
-    mult = np.uint32(0x01000193)  # an order-sensitive polynomial of the word hashes; uint32 wraps
-    with np.errstate(over="ignore"):
-        for j in range(min(ngram, len(words))):
-            out = (out ^ h[j : j + n]) * mult
-    return out
-
-
-def shingle_hashes(text: str, ngram: int) -> np.ndarray:
-    return shingle_hashes_of_words(dedup_words(text), ngram)
 
 
 @lru_cache(maxsize=8)
@@ -83,30 +34,33 @@ def permutations(num_perm: int, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
     return a, b
 
 
-def signatures(shingles: Sequence[np.ndarray], num_perm: int = 128, seed: int = 1) -> np.ndarray:
-    """Signatures (n_docs × num_perm, uint32) of a batch of documents, each given as its shingle hashes.
+def signatures(shingles: Sequence[np.ndarray] | Fingerprints, num_perm: int = 128, seed: int = 1) -> np.ndarray:
+    """Signatures (n_docs × num_perm, uint32) of a batch of documents, given as their shingle hashes.
 
     The shingles of consecutive documents are hashed together in blocks of about `_BLOCK_ROWS` rows and reduced
     per document with `minimum.reduceat`. An empty document gets the all-ones signature (it matches only other
     empty documents)."""
+    if isinstance(shingles, Fingerprints):
+        x, offsets = shingles.shingles, shingles.offsets
+    else:
+        x = np.concatenate([np.asarray(s, dtype=np.uint32) for s in shingles] or [np.zeros(0, np.uint32)])
+        offsets = np.concatenate(([0], np.cumsum([len(s) for s in shingles])))
     a, b = permutations(num_perm, seed)
-    out = np.full((len(shingles), num_perm), np.iinfo(np.uint32).max, dtype=np.uint32)
-    keep = [i for i, s in enumerate(shingles) if len(s)]
-    if not keep:
-        return out
-    x = np.concatenate([shingles[i] for i in keep]).astype(np.uint32, copy=False)
-    offsets = np.concatenate([[0], np.cumsum([len(shingles[i]) for i in keep])])
+    n = len(offsets) - 1
+    out = np.full((n, num_perm), np.iinfo(np.uint32).max, dtype=np.uint32)
+    keep = np.flatnonzero(offsets[1:] > offsets[:-1])  # documents with shingles; their shingles are contiguous
+    starts = offsets[keep]
     buf = np.empty((_BLOCK_ROWS, num_perm), dtype=np.uint32)
-    start = 0
-    while start < len(keep):
-        stop = int(np.searchsorted(offsets, offsets[start] + _BLOCK_ROWS, side="right")) - 1
-        stop = max(stop, start + 1)
-        seg = x[offsets[start] : offsets[stop]]
+    i = 0
+    while i < len(keep):
+        j = max(i + 1, int(np.searchsorted(starts, starts[i] + _BLOCK_ROWS, side="right")) - 1)
+        lo, hi = starts[i], offsets[keep[j - 1] + 1]
+        seg = x[lo:hi]
         m = buf[: len(seg)] if len(seg) <= _BLOCK_ROWS else np.empty((len(seg), num_perm), dtype=np.uint32)
         np.multiply(seg[:, None], a[None, :], out=m)
         np.add(m, b[None, :], out=m)
-        out[keep[start:stop]] = np.minimum.reduceat(m, offsets[start:stop] - offsets[start], axis=0)
-        start = stop
+        out[keep[i:j]] = np.minimum.reduceat(m, starts[i:j] - lo, axis=0)
+        i = j
     return out
 
 

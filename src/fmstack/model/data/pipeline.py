@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow.parquet as pq
 
 from fmstack.model.data.documents import StepStats
 from fmstack.model.data.executors import run_jobs
@@ -204,20 +205,15 @@ def _stage_b(spec: PipelineSpec, shards: list[Shard], work: Path, out: Path, pro
 
 def _write_clusters(out: Path, work: Path, shards: list[Shard], result: Any) -> None:
     """One line per cluster: the kept document and each removed one, with how it matched — for a person to check."""
-    wanted = {i for c in result.clusters for i in (c.kept, *(m.index for m in c.members))}
+    wanted = np.unique([i for c in result.clusters for i in (c.kept, *(m.index for m in c.members))])
     where: dict[int, dict[str, Any]] = {}
-    index = 0
+    start = 0
     for s in shards:
-        for batch in read_docs(work / "a" / f"{s.name}.parquet", ["id", "source", "line", "text"]):
-            for row in batch.to_pylist():
-                if index in wanted:
-                    where[index] = {
-                        "id": row["id"],
-                        "source": row["source"],
-                        "line": row["line"],
-                        "snippet": row["text"][:160],
-                    }
-                index += 1
+        table = pq.read_table(work / "a" / f"{s.name}.parquet", columns=["id", "source", "line", "text"])
+        mine = wanted[(wanted >= start) & (wanted < start + table.num_rows)]
+        for i, row in zip(mine.tolist(), table.take(mine - start).to_pylist(), strict=True):
+            where[i] = {"id": row["id"], "source": row["source"], "line": row["line"], "snippet": row["text"][:160]}
+        start += table.num_rows
     lines = []
     for k, c in enumerate(result.clusters):
         removed = [{**where[m.index], "kind": m.kind, "similarity": round(m.similarity, 3)} for m in c.members]

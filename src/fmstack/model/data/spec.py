@@ -38,7 +38,7 @@ class InputSpec(_Spec):
     paths: list[str] = Field(min_length=1)
     text_field: str = "text"
     id_field: str | None = None
-    shard_mb: float = Field(32, gt=0, description="JSONL is read in pieces of about this size, one per worker")
+    shard_mb: float = Field(4, gt=0, description="JSONL is read in pieces of about this size, one per worker task")
 
 
 class OutputSpec(_Spec):

@@ -132,51 +132,49 @@ def clean_shard(job: dict[str, Any]) -> dict[str, Any]:
 
 
 class _Fingerprints:
-    """Exact hashes and MinHash signatures of the kept documents, computed in batches (the vectorized path)."""
+    """Exact hashes and MinHash signatures of the kept documents, computed a batch at a time (the vectorized
+    path: `shingles.fingerprints` and `minhash.signatures` work on whole batches)."""
 
     def __init__(self, dedup: dict[str, Any] | None) -> None:
         self.dedup = dedup
-        self.exact: list[int] = []
+        self.exact: list[np.ndarray] = []
         self.words_out: list[int] = []
-        self.pending: list[np.ndarray] = []
+        self.pending: list[str] = []
         self.sigs: list[np.ndarray] = []
 
     def add(self, text: str) -> None:
         self.words_out.append(_words(text))
-        if self.dedup is None:
-            return
-        from fmstack.model.data.dedup import exact_hash, fingerprint
-
-        if not self.dedup["near"]:
-            self.exact.append(exact_hash(text))
-            return
-        exact, shingles = fingerprint(text, self.dedup["ngram"])
-        self.exact.append(exact)
-        self.pending.append(shingles)
-        if len(self.pending) >= BATCH:
-            self._sign()
+        if self.dedup is not None:
+            self.pending.append(text)
+            if len(self.pending) >= BATCH:
+                self._sign()
 
     def _sign(self) -> None:
         from fmstack.model.data.minhash import signatures
+        from fmstack.model.data.shingles import fingerprints
 
-        if self.pending:
-            self.sigs.append(signatures(self.pending, self.dedup["num_perm"], self.dedup["seed"]))  # type: ignore[index]
-            self.pending = []
+        if not self.pending or self.dedup is None:
+            return
+        fp = fingerprints(self.pending, self.dedup["ngram"])
+        self.exact.append(fp.exact)
+        if self.dedup["near"]:
+            self.sigs.append(signatures(fp, self.dedup["num_perm"], self.dedup["seed"]))
+        self.pending = []
 
     def save(self, folder: Path, name: str, words_in: list[int]) -> None:
         """`NAME.npz` (lengths, exact hashes) and, for near duplicates, `NAME.sigs.npy` and `NAME.bands.npy`:
         plain .npy so that the global step can memory-map them instead of loading every shard."""
+        self._sign()
         np.savez(
             folder / f"{name}.npz",
             words_in=np.array(words_in, dtype=np.int32),
             words_out=np.array(self.words_out, dtype=np.int32),
-            exact=np.array(self.exact, dtype=np.uint64),
+            exact=np.concatenate(self.exact) if self.exact else np.zeros(0, dtype=np.uint64),
         )
         if not (self.dedup and self.dedup["near"]):
             return
         from fmstack.model.data.minhash import verified_params
 
-        self._sign()
         perm = self.dedup["num_perm"]
         sigs = np.concatenate(self.sigs) if self.sigs else np.zeros((0, perm), dtype=np.uint32)
         np.save(folder / f"{name}.sigs.npy", sigs)
