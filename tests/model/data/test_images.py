@@ -407,7 +407,9 @@ def test_dedup_stats_and_outputs(folder: Path, run) -> None:
     assert {c["kept"]: c["size"] for c in clusters} == {EXPECTED_KEPT[n]: 1 + len(COPIES[n]) for n in COPIES}
     rejected = [json.loads(line) for line in (out / "rejected.jsonl").read_text().splitlines()]
     assert [r["source"] for r in rejected] == [str(folder / rel) for rel in sorted(CORRUPT)]
-    assert json.loads((out / "stats.json").read_text()) == run.stats.to_dict()
+    manifest = json.loads((out / "stats.json").read_text())
+    assert {k: manifest[k] for k in run.stats.to_dict()} == run.stats.to_dict()
+    assert manifest["config"]["method"] and len(manifest["outputs"]) == 3
 
 
 def test_same_folder_gives_byte_identical_outputs(folder: Path, run, tmp_path: Path) -> None:

@@ -491,7 +491,8 @@ def dedup_images(
     - `clusters.jsonl`: one row per cluster of two or more (`id`, `kept`, `size`, `members` with `kind` and
       `distance`);
     - `rejected.jsonl`: files with an image extension that could not be read (`source`, `line`, `reason`);
-    - `stats.json`: the `StepStats` (dropped under "exact_duplicate", "near_duplicate" and "unreadable").
+    - `stats.json`: the manifest: the `StepStats` (dropped under "exact_duplicate", "near_duplicate" and
+      "unreadable"), the config, and the sha256 of the other outputs (each kept image's own hash is in its row).
 
     `method`, the thresholds and `linkage` are those of `find_duplicates`. With `copy`, the kept images are also
     copied to `out_dir/images/<id>` (files left there by an earlier run are not removed). Every file is written to
@@ -534,7 +535,18 @@ def dedup_images(
     _write_atomic(
         files["rejected.jsonl"], _jsonl({"source": x.source, "line": x.line, "reason": x.reason} for x in rejected)
     )
-    _write_atomic(files["stats.json"], json.dumps(stats.to_dict(), indent=2) + "\n")
+    config = {
+        "method": method,
+        "phash_threshold": phash_threshold,
+        "dhash_threshold": dhash_threshold,
+        "linkage": linkage,
+    }
+    outputs = {
+        n: hashlib.sha256(files[n].read_bytes()).hexdigest()
+        for n in ("images.jsonl", "clusters.jsonl", "rejected.jsonl")
+    }
+    summary = stats.to_dict() | {"config": config, "outputs": outputs}
+    _write_atomic(files["stats.json"], json.dumps(summary, indent=2, sort_keys=True) + "\n")
     if copy:
         for r in kept:
             _copy_atomic(Path(r.path), out / "images" / r.id)
