@@ -36,6 +36,23 @@ COMMANDS = [
     ["data", "dedup"],
     ["data", "tokenize"],
     ["data", "stats"],
+    ["rag"],
+    ["rag", "ingest"],
+    ["rag", "list"],
+    ["rag", "delete"],
+    ["rag", "search"],
+    ["rag", "ask"],
+    ["rag", "eval"],
+    ["prompt"],
+    ["prompt", "create"],
+    ["prompt", "edit"],
+    ["prompt", "show"],
+    ["prompt", "list"],
+    ["prompt", "alias"],
+    ["prompt", "render"],
+    ["prompt", "diff"],
+    ["prompt", "log"],
+    ["prompt", "stats"],
 ]
 
 

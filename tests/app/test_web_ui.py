@@ -192,3 +192,40 @@ def test_traces_page_lists_the_request_and_shows_its_detail(page, server):
     # A trace can be linked to directly.
     page.goto(f"{server.base}/traces#{trace_id}")
     expect(page.locator("#detail-response")).to_have_text(text)
+
+
+def test_chat_answers_from_a_collection_with_expandable_citations(page, server, tmp_path):
+    from fmstack.app.rag import ChunkConfig
+    from tests.app.rag.helpers import make_rag, write_formats
+
+    write_formats(tmp_path / "manuals")
+    make_rag(server.home).ingest(tmp_path / "manuals", "web-manuals", ChunkConfig(by="structure"))
+    open_chat(page, server)
+    expect(page.locator("#collection option[value='web-manuals']")).to_have_count(1)
+    page.select_option("#collection", "web-manuals")
+    expect(page.locator("#collection-info")).to_contain_text("5 documents")
+
+    answer, trace_id, _ = ask(page, "How often should the Zephyr kettle be descaled?")
+    assert answer.get_attribute("data-collection") == "web-manuals"
+    sources = answer.locator("[data-testid=source]")
+    expect(sources.first).to_be_visible()
+    first = sources.first
+    expect(first.locator(".source-id")).to_have_text("[1]")
+    expect(first.locator(".source-name")).to_have_text("manuals/kettle.md")
+    expect(first.locator(".source-where")).to_contain_text("§ Kettle manual > Cleaning")
+    snippet = first.locator(".source-text")
+    expect(snippet).to_be_hidden()
+    first.locator("summary").click()
+    expect(snippet).to_be_visible()
+    expect(snippet).to_contain_text("Descale the Zephyr kettle every month")
+    page.screenshot(path="/tmp/fmstack-rag-chat.png")
+
+    stored = trace(server, trace_id)
+    assert stored["endpoint"] == "rag.chat.completions"
+    assert stored["retrieval"]["chunks"][0]["source"] == "manuals/kettle.md"
+    assert sources.count() == len(stored["retrieval"]["chunks"])
+
+    # Back to plain chat: no sources.
+    page.select_option("#collection", "")
+    plain, _, _ = ask(page, "Say hello.")
+    expect(plain.locator("[data-testid=sources]")).to_have_count(0)

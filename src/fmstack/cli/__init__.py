@@ -13,6 +13,8 @@ from fmstack import __version__
 from fmstack.cli.common import console, err, fail, preparing
 from fmstack.cli.data import data_app
 from fmstack.cli.eval import eval_app
+from fmstack.cli.prompt import prompt_app
+from fmstack.cli.rag import rag_app
 from fmstack.config import get_settings
 from fmstack.errors import FmstackError
 
@@ -28,6 +30,8 @@ traces_app = typer.Typer(
 app.add_typer(traces_app, name="traces")
 app.add_typer(eval_app, name="eval")
 app.add_typer(data_app, name="data")
+app.add_typer(prompt_app, name="prompt")
+app.add_typer(rag_app, name="rag")
 
 
 def _version(value: bool) -> None:
@@ -175,20 +179,29 @@ def traces_list(
     model: str = typer.Option(None, help="Only this model."),
     app_name: str = typer.Option(None, "--app", help="Only this app (the X-Fmstack-App header)."),
     status: str = typer.Option(None, help="ok, error or cancelled."),
+    prompt: str = typer.Option(
+        None, help="Only calls through this stored prompt: NAME (all versions), NAME@3, NAME@ALIAS."
+    ),
 ) -> None:
     """List recent requests with latency, tokens, cost and feedback.
 
-    Example: fmstack traces list --limit 20 --status error
+    Example: fmstack traces list --limit 20 --status error --prompt capitals@production
     """
     from fmstack.infra.store import open_store
     from fmstack.infra.store.traces import list_traces
 
-    with open_store(get_settings())() as session:
-        rows = list_traces(session, limit=limit, model=model, app=app_name, status=status)
+    sessions = open_store(get_settings())
+    try:
+        by_prompt = _prompt_filter(sessions, prompt)
+    except FmstackError as exc:
+        fail(exc)
+    with sessions() as session:
+        rows = list_traces(session, limit=limit, model=model, app=app_name, status=status, **by_prompt)
         table = Table(
             Column("id", no_wrap=True),
             "time",
             "model",
+            "prompt",
             "status",
             "tokens in/out",
             "ttft ms",
@@ -202,6 +215,7 @@ def traces_list(
                 t.id,
                 t.created_at.strftime("%Y-%m-%d %H:%M:%S"),
                 t.model or "-",
+                f"{t.prompt_name}@{t.prompt_version}" if t.prompt_name else "-",
                 t.status,
                 f"{t.prompt_tokens}/{t.completion_tokens}",
                 _ms(t.ttft_ms),
@@ -210,6 +224,15 @@ def traces_list(
                 f"{rating:+d}" if t.feedback else "",
             )
         console.print(table)
+
+
+def _prompt_filter(sessions, prompt: str | None) -> dict:
+    if not prompt:
+        return {}
+    from fmstack.app.prompts import PromptStore
+
+    name, version = PromptStore(sessions).trace_filter(prompt)
+    return {"prompt_name": name, "prompt_version": version}
 
 
 def _ms(value: float | None) -> str:
@@ -238,6 +261,7 @@ def traces_export(
     fmt: str = typer.Option("jsonl", "--format", help="Only jsonl for now."),
     model: str = typer.Option(None, help="Only this model."),
     app_name: str = typer.Option(None, "--app", help="Only this app."),
+    prompt: str = typer.Option(None, help="Only calls through this stored prompt: NAME, NAME@3, NAME@ALIAS."),
 ) -> None:
     """Export traces with their feedback, one JSON object per line.
 
@@ -248,10 +272,15 @@ def traces_export(
 
     if fmt != "jsonl":
         fail(FmstackError(f"--format {fmt!r} is not supported; use jsonl."))
+    sessions = open_store(get_settings())
+    try:
+        by_prompt = _prompt_filter(sessions, prompt)
+    except FmstackError as exc:
+        fail(exc)
     out = output.open("w") if output else sys.stdout
     count = 0
-    with open_store(get_settings())() as session:
-        for trace in iter_traces(session, model=model, app=app_name):
+    with sessions() as session:
+        for trace in iter_traces(session, model=model, app=app_name, **by_prompt):
             out.write(json.dumps(trace_dict(trace), default=str, ensure_ascii=False) + "\n")
             count += 1
     if output:

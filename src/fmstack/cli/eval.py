@@ -64,6 +64,12 @@ def _progress(label: str) -> Progress:
 def run(
     suite_path: Path = typer.Argument(..., help="The suite YAML file."),
     model: list[str] = typer.Option(None, "--model", "-m", help="Model to evaluate; repeat for several."),
+    prompt: list[str] = typer.Option(
+        None,
+        "--prompt",
+        help="A stored prompt version (NAME@2, NAME@production) that renders each case's vars in place of the "
+        "suite's prompt; repeat to compare versions side by side.",
+    ),
     judge: str = typer.Option(None, help="Judge model for AI-as-judge metrics (default: the suite's judge)."),
     base_url: str = typer.Option(None, help="Generate through any OpenAI-compatible URL instead of local engines."),
     api_key_env: str = typer.Option("OPENAI_API_KEY", help="Environment variable holding the API key for --base-url."),
@@ -71,7 +77,8 @@ def run(
     no_cache: bool = typer.Option(False, "--no-cache", help="Generate again even when the output is cached."),
     report: Path = typer.Option(None, help="Also write the HTML report here."),
 ) -> None:
-    """Run a suite: every case × model, scored by every metric; exits 1 if a threshold fails (a CI gate).
+    """Run a suite: every case × model (× stored prompt version), scored by every metric; exits 1 if a threshold
+    fails (a CI gate).
 
     Example: fmstack eval run examples/eval/capitals.yaml -m smollm2-135m-instruct -m qwen2.5-0.5b-instruct
     """
@@ -81,8 +88,10 @@ def run(
 
     ws = Workspace()
     try:
-        suite = load_suite(suite_path, ws.sessions)
-        models = model or suite.spec.models or [ws.settings.default_model]
+        suite = load_suite(suite_path, ws.sessions, stored_prompts=bool(prompt))
+        prompts = _stored_prompts(ws, prompt or [])
+        prompt_models = list(dict.fromkeys(m for p in prompts if (m := p.params.get("model"))))
+        models = model or suite.spec.models or prompt_models or [ws.settings.default_model]
         judge_model = judge or suite.spec.judge.get("model")
         for name in [*models, *([judge_model] if judge_model else [])]:
             if not base_url:
@@ -95,7 +104,7 @@ def run(
                 ws.embed,
                 lambda done, total: bar.update(task, completed=done, total=total),
             )
-            options = RunOptions(models, concurrency, not no_cache, judge_model)
+            options = RunOptions(models, concurrency, not no_cache, judge_model, prompts=prompts)
             data = asyncio.run(runner.run(suite, options))
     except FmstackError as exc:
         fail(exc)
@@ -111,6 +120,18 @@ def run(
         console.print(f"[red]threshold failed:[/] {failure}", soft_wrap=True)
     if failures:
         raise typer.Exit(1)
+
+
+def _stored_prompts(ws: Workspace, refs: list[str]) -> list:
+    """The stored versions named by --prompt, each once, in the order given."""
+    from fmstack.app.prompts import PromptStore
+
+    store = PromptStore(ws.sessions)
+    found = {}
+    for ref in refs:
+        version = store.get(ref)
+        found.setdefault(version.label, version)
+    return list(found.values())
 
 
 @eval_app.command("list")
@@ -133,7 +154,7 @@ def list_runs(limit: int = typer.Option(20, help="How many, newest first.")) -> 
                 run.id,
                 run.created_at.strftime("%Y-%m-%d %H:%M"),
                 run.suite,
-                ", ".join(run.config.get("models", [])),
+                ", ".join(run.config.get("models", []) + run.config.get("prompts", [])),
                 str(counts.get(run.id, 0)),
                 run.status,
             )
@@ -183,11 +204,14 @@ def report(
 @eval_app.command("compare")
 def compare(
     run_a: str = typer.Argument(..., help="The baseline run."),
-    run_b: str = typer.Argument(..., help="The run to compare with it."),
+    run_b: str = typer.Argument(None, help="The run to compare with it (default: RUN_A, with --a and --b)."),
+    variant_a: str = typer.Option(None, "--a", help="Only this variant of run a: a model, a prompt (name@2) or both."),
+    variant_b: str = typer.Option(None, "--b", help="Only this variant of run b."),
 ) -> None:
-    """Per-metric deltas with paired bootstrap confidence intervals, and the cases that flipped.
+    """Per-metric deltas with paired bootstrap confidence intervals, and the cases that flipped. Two variants of
+    one run (prompt versions run side by side with --prompt) compare with --a and --b.
 
-    Example: fmstack eval compare run-aaaaaaaaaaaa run-bbbbbbbbbbbb
+    Example: fmstack eval compare run-aaaaaaaaaaaa run-bbbbbbbbbbbb  (or: RUN --a capitals@1 --b capitals@2)
     """
     from fmstack.app.eval.compare import compare_runs, render_comparison
     from fmstack.app.eval.runner import load_run
@@ -195,10 +219,26 @@ def compare(
 
     sessions = open_store(get_settings())
     try:
-        a, b = load_run(sessions, run_a), load_run(sessions, run_b)
+        a, b = load_run(sessions, run_a), load_run(sessions, run_b or run_a)
+        a, b = _only_variant(a, variant_a), _only_variant(b, variant_b)
+        if run_b is None and not (variant_a and variant_b):
+            raise FmstackError("Give a second run, or two variants of this one with --a and --b.")
     except FmstackError as exc:
         fail(exc)
     render_comparison(compare_runs(a, b), console)
+
+
+def _only_variant(run, wanted: str | None):
+    """The run with the rows of one variant: named in full ("model · name@2"), or by its model or prompt alone."""
+    from dataclasses import replace
+
+    if not wanted:
+        return run
+    matches = [v for v in run.variants if wanted in (v, *v.split(" · "))]
+    if len(matches) != 1:
+        how = "matches several" if matches else "matches none"
+        raise FmstackError(f"'{wanted}' {how} of the variants of {run.id}: {'; '.join(run.variants)}.")
+    return replace(run, rows=[r for r in run.rows if r.variant == matches[0]])
 
 
 @eval_app.command("metrics")

@@ -12,7 +12,8 @@ import json
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Protocol
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -23,10 +24,22 @@ from fmstack.app.eval.metrics import Case, Metric, MetricContext, Output, Score
 from fmstack.app.eval.metrics.judge import Pairwise
 from fmstack.app.eval.results import MetricInfo, MetricScore, ResultRow, RunData
 from fmstack.app.eval.suite import Suite, metric_label
+from fmstack.errors import FmstackError
 from fmstack.infra.store.schema import EvalCache, EvalResult, EvalRun, JudgeCalibration, utcnow
 
 DEFAULT_PARAMS = {"temperature": 0.0, "max_tokens": 256}
 JUDGE_PARAMS = {"temperature": 0.0, "max_tokens": 300}
+
+
+class PromptVariant(Protocol):
+    """A stored prompt version (`fmstack.app.prompts.StoredPrompt`): renders a case's variables to messages."""
+
+    label: str  # "name@version": the variant's prompt, in tables, reports and the output cache key
+
+    @property
+    def params(self) -> dict[str, Any]: ...
+
+    def render(self, variables: dict[str, Any] | None = None) -> list[dict[str, str]]: ...
 
 
 @dataclass
@@ -36,6 +49,9 @@ class RunOptions:
     use_cache: bool = True
     judge_model: str | None = None
     prompt: str | None = None  # a prompt version label, when the suite is run through versioned prompts
+    # stored prompt versions: each renders every case's `vars` (in place of the suite's prompt), so the run has
+    # one variant per model × prompt version
+    prompts: list[PromptVariant] = field(default_factory=list)
 
 
 class OutputCache:
@@ -100,15 +116,23 @@ class Runner:
             "prompt": options.prompt,
             "gate": suite.spec.model_extra or {},
         }
+        if options.prompts:
+            config["prompts"] = [p.label for p in options.prompts]
+        variants = _variants(suite, options, params)  # every case rendered before anything runs: errors come first
         await asyncio.to_thread(self._start, run_id, suite, config, infos)
-        work = [(case, metrics, model) for model in options.models for case, metrics in suite.cases]
+        work = [
+            (case, metrics, model, label, variant_params)
+            for model in options.models
+            for label, variant_params, cases in variants
+            for case, metrics in cases
+        ]
         limit, done = asyncio.Semaphore(options.concurrency), 0
         self.progress(0, len(work))
 
-        async def one(case: Case, metrics: list[Metric], model: str) -> ResultRow:
+        async def one(case: Case, metrics: list[Metric], model: str, prompt: str | None, params: dict) -> ResultRow:
             nonlocal done
             async with limit:
-                row = await self._case(cache, case, metrics, model, params, options.prompt, ctx)
+                row = await self._case(cache, case, metrics, model, params, prompt, ctx)
             done += 1
             self.progress(done, len(work))
             return row
@@ -218,6 +242,29 @@ class Runner:
         with self.sessions.begin() as s:
             s.add_all(_result(run_id, row) for row in rows)
             s.get(EvalRun, run_id).status = "done"
+
+
+def _variants(suite: Suite, options: RunOptions, params: dict) -> list[tuple[str | None, dict, list]]:
+    """(prompt label, generation parameters, cases) per prompt variant: the suite's own cases when no stored prompt
+    is given, else each case rendered by each stored version (its parameters over the suite's). A variable a version
+    needs and a case lacks is an error naming both, before anything is generated."""
+    if not options.prompts:
+        return [(options.prompt, params, suite.cases)]
+    out = []
+    for prompt in options.prompts:
+        variant_params = params | {k: v for k, v in prompt.params.items() if k in GENERATION_PARAMS}
+        cases = []
+        for case, metrics in suite.cases:
+            variables = ({"input": case.question} if case.question else {}) | case.vars
+            try:
+                messages = prompt.render(variables)
+            except FmstackError as exc:
+                raise FmstackError(f"{suite.path or suite.name}: case '{case.id}': {exc.message}") from None
+            if suite.spec.system and not any(m["role"] == "system" for m in messages):
+                messages.insert(0, {"role": "system", "content": suite.spec.system})
+            cases.append((replace(case, messages=messages), metrics))
+        out.append((prompt.label, variant_params, cases))
+    return out
 
 
 def _result(run_id: str, row: ResultRow) -> EvalResult:

@@ -84,7 +84,13 @@ def score_traces(
 
 def _trace_case(trace) -> Case:
     corrections = [f.correction for f in trace.feedback if f.correction]
-    return Case(trace.id, trace.request["messages"], reference=corrections[-1] if corrections else None)
+    retrieved = (trace.retrieval or {}).get("chunks") or []  # RAG answers: judged against what they were given
+    return Case(
+        trace.id,
+        trace.request["messages"],
+        reference=corrections[-1] if corrections else None,
+        context=[c["text"] for c in retrieved] or None,
+    )
 
 
 def read_labelled(path: Path) -> list[Labelled]:

@@ -75,9 +75,21 @@ def cases_from_traces(filters, sessions) -> list[Row]:
 
     if sessions is None:
         raise FmstackError("Cases from traces need the store; run through `fmstack eval run`.")
+    by_prompt = {}
+    if filters.prompt:
+        from fmstack.app.prompts import PromptStore
+
+        name, version = PromptStore(sessions).trace_filter(filters.prompt)
+        by_prompt = {"prompt_name": name, "prompt_version": version}
     with sessions() as session:
         traces = list_traces(
-            session, limit=100_000, model=filters.model, app=filters.app, status="ok", since=filters.since
+            session,
+            limit=100_000,
+            model=filters.model,
+            app=filters.app,
+            status="ok",
+            since=filters.since,
+            **by_prompt,
         )
         rows = []
         for t in traces:
@@ -91,6 +103,8 @@ def cases_from_traces(filters, sessions) -> list[Row]:
                     {
                         "id": t.id,
                         "messages": messages,
+                        # a call through a stored prompt: its variables, for other versions to render
+                        "vars": variables if isinstance(variables := (t.request or {}).get("variables"), dict) else {},
                         "reference": corrections[-1] if corrections else None,
                         "metadata": {"trace_id": t.id, "model": t.model, "response": t.response_text},
                     },

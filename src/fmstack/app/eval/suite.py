@@ -13,6 +13,7 @@ cases:
 include:
   - {file: more_cases.jsonl}                                                # JSONL, CSV or Parquet
   - {traces: {app: shop-bot, feedback: negative, limit: 50}}                # stored production traces
+  - {traces: {prompt: capitals@production}}          # calls through a stored prompt, with their variables
 ```
 """
 
@@ -44,6 +45,7 @@ class TraceFilter(BaseModel):
     model_config = ConfigDict(extra="forbid")
     app: str | None = None
     model: str | None = None
+    prompt: str | None = None  # calls through a stored prompt: `name` (any version), `name@3`, `name@production`
     since: datetime | None = None
     feedback: str = Field("any", pattern="^(any|positive|negative|corrected)$")
     limit: int = Field(100, ge=1)
@@ -119,13 +121,18 @@ def metric_label(metric: Metric) -> str:
     return name if metric.threshold is None else f"{name}≥{metric.threshold:g}"
 
 
-def load_suite(path: Path, sessions=None) -> Suite:
-    """Parse, validate and expand a suite file (and what it includes)."""
+def load_suite(path: Path, sessions=None, stored_prompts: bool = False) -> Suite:
+    """Parse, validate and expand a suite file (and what it includes). With `stored_prompts`, stored prompt versions
+    render each case's `vars` at run time (`eval run --prompt`): the suite's own `prompt` is not rendered, and a
+    case may have only `vars`."""
     data, root = read_yaml(path, "suite", SuiteError)
     if not isinstance(data, dict):
         raise SuiteError(f"{path}:1: a suite is a mapping with at least 'name' and 'cases'.")
     spec = validate(SuiteSpec, data, path, root, SuiteError)
-    cases = [*_inline_cases(path, root, spec), *_included_cases(path, root, spec, sessions)]
+    cases = [
+        *_inline_cases(path, root, spec, stored_prompts),
+        *_included_cases(path, root, spec, sessions, stored_prompts),
+    ]
     if not cases:
         raise SuiteError(f"{path}: the suite has no cases; add some under 'cases' or 'include'.")
     ids = [c.id for c, _ in cases]
@@ -151,13 +158,13 @@ def _metrics(path: Path, root, loc: tuple, specs: list) -> list[Metric]:
     return metrics
 
 
-def _inline_cases(path: Path, root, spec: SuiteSpec) -> list[tuple[Case, list[Metric]]]:
+def _inline_cases(path: Path, root, spec: SuiteSpec, stored_prompts: bool) -> list[tuple[Case, list[Metric]]]:
     suite_metrics = _metrics(path, root, ("metrics",), spec.metrics)
     out = []
     for i, c in enumerate(spec.cases):
         loc = ("cases", i)
         extra = _metrics(path, root, (*loc, "metrics"), c.metrics)
-        case = _case(path, root, loc, spec, c, c.id or f"case-{i + 1}")
+        case = _case(path, root, loc, spec, c, c.id or f"case-{i + 1}", stored_prompts)
         out.append((case, _merge(suite_metrics, extra)))
     return out
 
@@ -187,12 +194,14 @@ def _metric(path: Path, root, loc: tuple, spec: str | MetricSpec) -> Metric:
         ) from None
 
 
-def _case(path: Path, root, loc: tuple, spec: SuiteSpec, c: CaseSpec, case_id: str) -> Case:
+def _case(path: Path, root, loc: tuple, spec: SuiteSpec, c: CaseSpec, case_id: str, stored_prompts: bool) -> Case:
     given = [k for k in ("input", "messages") if getattr(c, k) is not None]
     if len(given) > 1:
         raise SuiteError(f"{path}:{line_of(root, loc)}: {dotted(loc)}: give 'input' or 'messages', not both.")
     if c.messages is not None:
         messages = list(c.messages)
+    elif c.input is None and stored_prompts:  # rendered from `vars` by each stored prompt version at run time
+        return Case(case_id, None, c.vars, _reference(c), c.context, c.tests, c.metadata)
     else:
         if c.input is None and spec.prompt is None:
             raise SuiteError(
@@ -203,8 +212,11 @@ def _case(path: Path, root, loc: tuple, spec: SuiteSpec, c: CaseSpec, case_id: s
         messages = [{"role": "user", "content": user}]
     if spec.system and not any(m.get("role") == "system" for m in messages):
         messages.insert(0, {"role": "system", "content": spec.system})
-    reference = str(c.reference) if isinstance(c.reference, int | float) else c.reference
-    return Case(case_id, messages, c.vars, reference, c.context, c.tests, c.metadata)
+    return Case(case_id, messages, c.vars, _reference(c), c.context, c.tests, c.metadata)
+
+
+def _reference(c: CaseSpec) -> str | list[str] | None:
+    return str(c.reference) if isinstance(c.reference, int | float) else c.reference
 
 
 _JINJA = ImmutableSandboxedEnvironment(undefined=jinja2.StrictUndefined)
@@ -219,7 +231,9 @@ def _render(path: Path, root, loc: tuple, template: str, variables: dict) -> str
         raise SuiteError(f"{path}:{line_of(root, ('prompt',))}: prompt: {exc}.") from None
 
 
-def _included_cases(path: Path, root, spec: SuiteSpec, sessions) -> list[tuple[Case, list[Metric]]]:
+def _included_cases(
+    path: Path, root, spec: SuiteSpec, sessions, stored_prompts: bool
+) -> list[tuple[Case, list[Metric]]]:
     from fmstack.app.eval import sources
 
     suite_metrics = _metrics(path, root, ("metrics",), spec.metrics)
@@ -237,7 +251,8 @@ def _included_cases(path: Path, root, spec: SuiteSpec, sessions) -> list[tuple[C
                 first = exc.errors()[0]
                 field = ".".join(str(p) for p in first["loc"])
                 raise SuiteError(f"{where}: {field}: {first['msg']}.") from None
-            case = _case(path, root, loc, spec, c, c.id or f"{Path(inc.file or 'traces').stem}-{j + 1}")
+            case_id = c.id or f"{Path(inc.file or 'traces').stem}-{j + 1}"
+            case = _case(path, root, loc, spec, c, case_id, stored_prompts)
             try:
                 extra = _metrics(path, root, (*loc, "metrics"), c.metrics)
             except SuiteError as exc:  # located in the included file, not the suite

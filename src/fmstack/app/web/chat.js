@@ -7,6 +7,8 @@
   const ui = {
     model: $("model"),
     modelInfo: $("model-info"),
+    collection: $("collection"),
+    collectionInfo: $("collection-info"),
     system: $("system"),
     maxTokens: $("max-tokens"),
     temperature: $("temperature"),
@@ -22,6 +24,7 @@
 
   const state = {
     models: new Map(), // id -> model info from /v1/models
+    collections: new Map(), // name -> collection info from /v1/rag/collections
     history: [], // [{role, content}] of finished turns, without the system prompt
     busy: false,
     controller: null,
@@ -92,6 +95,52 @@
     else if (m.available === false) parts.push("not available on this server");
     else parts.push("loads on first use");
     ui.modelInfo.textContent = parts.filter(Boolean).join(" · ");
+  }
+
+  // ---------- RAG collections ----------
+
+  async function loadCollections() {
+    let data = [];
+    try {
+      const resp = await fetch("/v1/rag/collections");
+      if (!resp.ok) throw new Error(await errorMessage(resp));
+      data = (await resp.json()).data || [];
+    } catch (err) {
+      ui.collectionInfo.textContent = `Could not load collections: ${err.message}`;
+      return;
+    }
+    state.collections = new Map(data.map((c) => [c.name, c]));
+    ui.collection.replaceChildren(
+      el("option", { value: "", textContent: "None (plain chat)" }),
+      ...data.map((c) => el("option", { value: c.name, textContent: c.name })),
+    );
+    showCollectionInfo();
+  }
+
+  function showCollectionInfo() {
+    const c = state.collections.get(ui.collection.value);
+    ui.collectionInfo.textContent = c
+      ? `${c.documents} documents · ${c.chunks} chunks · answers cite their sources`
+      : (state.collections.size ? "" : "No collections yet: fmstack rag ingest PATH --collection NAME");
+  }
+
+  /** Numbered citations under an answer; each expands to the passage it cites. */
+  function addSources(answer, sources) {
+    if (!sources || !sources.length) return;
+    const items = sources.map((s) => {
+      const summary = el("summary", {}, [
+        el("span", { className: "source-id", textContent: `[${s.id}]` }),
+        el("span", { className: "source-name", textContent: s.source }),
+        el("span", { className: "source-where", textContent: s.location }),
+      ]);
+      return el("details", { className: "source", "data-testid": "source", "data-source-id": String(s.id) }, [
+        summary, el("blockquote", { className: "source-text", textContent: s.text }),
+      ]);
+    });
+    const box = el("div", { className: "sources", "data-testid": "sources" }, [
+      el("div", { className: "sources-title", textContent: "Sources" }), ...items,
+    ]);
+    answer.meta.before(box);
   }
 
   // ---------- conversation rendering ----------
@@ -234,13 +283,14 @@
    * POST a streaming chat completion and read its server-sent events as they arrive.
    * Events may be split across network reads, so bytes are buffered until a blank line ends each event.
    */
-  async function streamChat(body, signal, onUpdate) {
+  async function streamChat(body, signal, onUpdate, url = "/v1/chat/completions") {
     const out = {
       traceId: null, text: "", usage: null, finishReason: null, error: null, started: false, aborted: false,
+      sources: null,
     };
     let resp;
     try {
-      resp = await fetch("/v1/chat/completions", {
+      resp = await fetch(url, {
         method: "POST",
         headers: { "Content-Type": "application/json", Accept: "text/event-stream", "X-Fmstack-App": "web-chat" },
         body: JSON.stringify(body),
@@ -282,6 +332,7 @@
       }
       if (chunk.id && !out.traceId) out.traceId = chunk.id;
       if (chunk.usage) out.usage = chunk.usage;
+      if (chunk.sources) out.sources = chunk.sources;
       const choice = chunk.choices && chunk.choices[0];
       if (choice) {
         const piece = choice.delta && choice.delta.content;
@@ -353,12 +404,15 @@
     setBusy(true);
     const t0 = performance.now();
 
+    const collection = ui.collection.value;
+    const url = collection ? `/v1/rag/${encodeURIComponent(collection)}/chat/completions` : "/v1/chat/completions";
+    if (collection) answer.node.dataset.collection = collection;
     const result = await streamChat(body, controller.signal, (partial) => {
       const follow = nearBottom();
       if (partial.traceId) answer.node.dataset.traceId = partial.traceId;
       answer.content.textContent = partial.text;
       if (follow) scrollToBottom();
-    });
+    }, url);
 
     if (conversation !== state.conversation) return; // the user started a new conversation meanwhile
     state.controller = null;
@@ -381,6 +435,7 @@
       answer.content.replaceChildren(el("span", { className: "muted", textContent: "(empty answer)" }));
     }
     setMeta(answer, result, (performance.now() - t0) / 1000);
+    addSources(answer, result.sources);
 
     if (result.error) {
       answer.node.classList.add("failed");
@@ -437,8 +492,10 @@
   ui.stop.addEventListener("click", () => state.controller && state.controller.abort());
   ui.newChat.addEventListener("click", newConversation);
   ui.model.addEventListener("change", showModelInfo);
+  ui.collection.addEventListener("change", showCollectionInfo);
   ui.errorClose.addEventListener("click", hideError);
 
   loadModels();
+  loadCollections();
   ui.input.focus();
 })();

@@ -8,6 +8,7 @@
     layout: $("layout"),
     filters: $("filters"),
     model: $("filter-model"),
+    prompt: $("filter-prompt"),
     status: $("filter-status"),
     limit: $("filter-limit"),
     count: $("count"),
@@ -135,7 +136,38 @@
     const params = new URLSearchParams({ limit: ui.limit.value || "50" });
     if (ui.model.value) params.set("model", ui.model.value);
     if (ui.status.value) params.set("status", ui.status.value);
+    if (ui.prompt.value) params.set("prompt", ui.prompt.value);
     return params;
+  }
+
+  /** The prompt filter: every stored prompt (all its versions), then each of its versions. */
+  async function loadPrompts() {
+    let prompts = [];
+    try {
+      prompts = (await getJSON("/v1/prompts")).data || [];
+    } catch (_) {
+      return; // the filter stays at "Any prompt"
+    }
+    const current = ui.prompt.value;
+    const options = [el("option", { value: "", textContent: "Any prompt" })];
+    for (const p of prompts) {
+      options.push(el("option", { value: p.name, textContent: `${p.name} (all versions)` }));
+      for (let v = p.latest_version; v >= 1; v -= 1) {
+        const aliases = Object.entries(p.aliases).filter(([, to]) => to === v).map(([a]) => a);
+        const label = `${p.name}@${v}${aliases.length ? ` (${aliases.join(", ")})` : ""}`;
+        options.push(el("option", { value: `${p.name}@${v}`, textContent: label }));
+      }
+    }
+    ui.prompt.replaceChildren(...options);
+    if ([...ui.prompt.options].some((o) => o.value === current)) ui.prompt.value = current;
+  }
+
+  function promptCell(trace) {
+    if (!trace.prompt_name) return el("td", { className: "prompt muted", textContent: "—" });
+    const ref = `${trace.prompt_name}@${trace.prompt_version}`;
+    const link = el("a", { href: `/prompts#${encodeURIComponent(ref)}`, textContent: ref, title: `Open ${ref}` });
+    link.addEventListener("click", (e) => e.stopPropagation());
+    return el("td", { className: "prompt", "data-prompt": ref }, [link]);
   }
 
   function updateModelOptions(names) {
@@ -178,6 +210,7 @@
         document.createTextNode(trace.model || "—"),
         el("span", { className: "endpoint", textContent: trace.endpoint || "" }),
       ]),
+      promptCell(trace),
       el("td", { className: "input col-input", textContent: input.replace(/\s+/g, " ").trim() || "—", title: input.slice(0, 500) }),
       el("td", { className: "status" }, [badge(trace.status)]),
       el("td", {
@@ -216,9 +249,9 @@
     hideError();
     updateModelOptions(traces.map((t) => t.model));
     if (!traces.length) {
-      const filtered = ui.model.value || ui.status.value;
+      const filtered = ui.model.value || ui.status.value || ui.prompt.value;
       ui.body.replaceChildren(el("tr", {}, [el("td", {
-        className: "empty", colSpan: 9,
+        className: "empty", colSpan: 10,
         textContent: filtered ? "No traces match these filters." : "No requests yet. Ask something on the Chat page.",
       })]));
     } else {
@@ -239,7 +272,7 @@
       ["Endpoint", t.endpoint],
       ["App", t.app],
       ["User", t.user],
-      ["Prompt version", t.prompt_version],
+      ["Prompt", t.prompt_name ? `${t.prompt_name}@${t.prompt_version}` : null],
       ["Status", null],
       ["Finish reason", t.finish_reason],
       ["Tokens", tokens],
@@ -412,7 +445,7 @@
     e.preventDefault();
     loadTraces();
   });
-  for (const select of [ui.model, ui.status, ui.limit]) select.addEventListener("change", loadTraces);
+  for (const select of [ui.model, ui.prompt, ui.status, ui.limit]) select.addEventListener("change", loadTraces);
   ui.detailClose.addEventListener("click", closeDetail);
   document.addEventListener("keydown", (e) => {
     if (e.key === "Escape" && !ui.detail.hidden) closeDetail();
@@ -422,7 +455,10 @@
     if (id && id !== state.selected) openTrace(id);
   });
 
+  const wanted = new URLSearchParams(location.search).get("prompt");
+  if (wanted) ui.prompt.replaceChildren(el("option", { value: wanted, textContent: wanted }));
   loadModels();
+  loadPrompts();
   loadTraces();
   const initial = decodeURIComponent(location.hash.slice(1));
   if (initial) openTrace(initial);

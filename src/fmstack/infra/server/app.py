@@ -19,7 +19,7 @@ from fmstack.engines.pool import EnginePool
 from fmstack.errors import FmstackError, QueueFull
 from fmstack.infra.metrics import Metrics
 from fmstack.infra.registry import Registry
-from fmstack.infra.server import openai_api, ui_api
+from fmstack.infra.server import openai_api, prompts_api, rag_api, ui_api
 from fmstack.infra.server.calls import Call
 from fmstack.infra.server.limits import BodyLimit
 from fmstack.infra.store import open_store
@@ -73,6 +73,8 @@ def create_app(settings: Settings | None = None, preload: list[str] | None = Non
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, on_reject=_trace_rejected(services))
     app.include_router(openai_api.router)
     app.include_router(ui_api.router)
+    app.include_router(prompts_api.router)
+    app.include_router(rag_api.router)
     _install_error_handlers(app, services)
 
     @app.get("/healthz", tags=["fmstack"])

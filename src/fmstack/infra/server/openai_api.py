@@ -69,7 +69,22 @@ async def completions(body: CompletionRequest, request: Request):
     return await _generate(call, body, chat=False, request=request)
 
 
-async def _generate(call: Call, body: ChatCompletionRequest | CompletionRequest, chat: bool, request: Request):
+async def chat_response(call: Call, body: ChatCompletionRequest, request: Request, extra: dict | None = None):
+    """Answer a chat request exactly as /v1/chat/completions does (JSON or SSE), traced by `call`: for routes that
+    build the messages themselves (a stored prompt rendered with variables, RAG's grounded messages). `extra` is
+    added to the response (RAG's `sources`)."""
+    return await _generate(call, body, chat=True, request=request, extra=extra)
+
+
+async def _generate(
+    call: Call,
+    body: ChatCompletionRequest | CompletionRequest,
+    chat: bool,
+    request: Request,
+    extra: dict | None = None,
+):
+    """`extra`: fields added to the response object and, when streaming, sent as a last chunk before [DONE]
+    (RAG's `sources`)."""
     services = call.services
     try:
         call.use(services.registry.get(body.model))
@@ -81,18 +96,29 @@ async def _generate(call: Call, body: ChatCompletionRequest | CompletionRequest,
     except Exception as exc:
         call.fail(exc)
         raise
-    events = _prepend(first, events)
+    return await respond(call, body, chat, request, _prepend(first, events), extra)
+
+
+async def respond(
+    call: Call,
+    body: ChatCompletionRequest | CompletionRequest,
+    chat: bool,
+    request: Request,
+    events: AsyncIterator[Delta],
+    extra: dict | None = None,
+):
+    """Send a call's events as an OpenAI response: one JSON object, or SSE chunks when `body.stream`."""
     shape = _ChatShape(call, body) if chat else _CompletionShape(call, body)
     if body.stream:
         return StreamingResponse(
-            _sse(shape, events),
+            _sse(shape, events, extra),
             media_type="text/event-stream",
             headers={"X-Fmstack-Trace-Id": call.id, "Cache-Control": "no-cache"},
         )
     deltas = await _collect(events, request)
     if deltas is None:
         return Response(status_code=499)  # nobody is listening any more
-    return JSONResponse(shape.whole(deltas), headers={"X-Fmstack-Trace-Id": call.id})
+    return JSONResponse(shape.whole(deltas) | (extra or {}), headers={"X-Fmstack-Trace-Id": call.id})
 
 
 async def _collect(events: AsyncIterator[Delta], request: Request, poll: float = 0.25) -> list[Delta] | None:
@@ -119,7 +145,7 @@ async def _prepend(first: Delta | None, rest: AsyncIterator[Delta]) -> AsyncIter
         yield delta
 
 
-async def _sse(shape, events: AsyncIterator[Delta]) -> AsyncIterator[str]:
+async def _sse(shape, events: AsyncIterator[Delta], extra: dict | None = None) -> AsyncIterator[str]:
     def data(obj: dict) -> str:
         return f"data: {json.dumps(obj, ensure_ascii=False)}\n\n"
 
@@ -131,6 +157,8 @@ async def _sse(shape, events: AsyncIterator[Delta]) -> AsyncIterator[str]:
         yield data(shape.last_chunk())
         if shape.body.include_usage:
             yield data(shape.usage_chunk())
+        if extra:
+            yield data(shape._base(shape.chunk_name) | {"choices": []} | extra)
     except FmstackError as exc:  # headers are sent: report in the stream, as OpenAI does
         yield data(exc.to_body())
     yield "data: [DONE]\n\n"

@@ -44,14 +44,23 @@ async def api_traces(
     app: str | None = None,
     status: str | None = None,
     since: datetime | None = None,
+    prompt: str | None = Query(None, description="a stored prompt: `name` (any version), `name@3`, `name@production`"),
 ) -> dict:
     """Recent traces, newest first, with their feedback."""
     services = request.app.state.services
 
     def query() -> dict:
         services.writer.flush()
+        by_prompt = {}
+        if prompt:
+            from fmstack.app.prompts import PromptStore
+
+            name, version = PromptStore(services.sessions).trace_filter(prompt)
+            by_prompt = {"prompt_name": name, "prompt_version": version}
         with services.sessions() as session:
-            rows = list_traces(session, limit=limit, offset=offset, model=model, app=app, status=status, since=since)
+            rows = list_traces(
+                session, limit=limit, offset=offset, model=model, app=app, status=status, since=since, **by_prompt
+            )
             return {"object": "list", "data": [trace_dict(t) for t in rows]}
 
     return await asyncio.to_thread(query)

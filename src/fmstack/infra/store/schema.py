@@ -4,7 +4,20 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, String, Text
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    ForeignKeyConstraint,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+    event,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -28,7 +41,8 @@ class Trace(Base):
     engine: Mapped[str | None] = mapped_column(String(64))
     app: Mapped[str | None] = mapped_column(String(200), index=True)
     user: Mapped[str | None] = mapped_column(String(200))
-    prompt_version: Mapped[str | None] = mapped_column(String(200))
+    prompt_name: Mapped[str | None] = mapped_column(String(200), index=True)  # a stored prompt's name, when used
+    prompt_version: Mapped[str | None] = mapped_column(String(200))  # its version number (as text, since 0001)
     request: Mapped[dict | None] = mapped_column(JSON)
     response_text: Mapped[str | None] = mapped_column(Text)
     finish_reason: Mapped[str | None] = mapped_column(String(32))
@@ -41,6 +55,7 @@ class Trace(Base):
     status: Mapped[str] = mapped_column(String(16), index=True)  # ok | error | cancelled
     status_code: Mapped[int] = mapped_column(Integer)
     error: Mapped[str | None] = mapped_column(Text)
+    retrieval: Mapped[dict | None] = mapped_column(JSON)  # RAG: the collection, query and chunks the answer used
 
     feedback: Mapped[list[Feedback]] = relationship(back_populates="trace", order_by="Feedback.id")
     scores: Mapped[list[TraceScore]] = relationship(order_by="TraceScore.id")
@@ -139,3 +154,116 @@ class JudgeCalibration(Base):
     accuracy: Mapped[float | None] = mapped_column(Float)
     kappa: Mapped[float | None] = mapped_column(Float)
     details: Mapped[dict] = mapped_column(JSON, default=dict)
+
+
+class PromptVersion(Base):
+    """One immutable version of a stored prompt: its templates, few-shot examples and model parameters."""
+
+    __tablename__ = "prompt_versions"
+    __table_args__ = (UniqueConstraint("name", "version", name="uq_prompt_versions_name_version"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(100), index=True)
+    version: Mapped[int] = mapped_column(Integer)  # 1, 2, 3… per name
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    system: Mapped[str | None] = mapped_column(Text)  # Jinja2 template
+    user: Mapped[str | None] = mapped_column(Text)  # Jinja2 template
+    examples: Mapped[list] = mapped_column(JSON, default=list)  # [{"user": template, "assistant": template}]
+    params: Mapped[dict] = mapped_column(JSON, default=dict)  # model, temperature, max_tokens…
+    variables: Mapped[list] = mapped_column(JSON, default=list)  # derived from the templates, sorted
+    content_hash: Mapped[str] = mapped_column(String(64))  # sha256 of the content: identical saves are no-ops
+    note: Mapped[str | None] = mapped_column(Text)  # what changed, in the author's words
+
+
+class PromptAlias(Base):
+    """A movable name (`production`, `staging`…) for one version of a prompt."""
+
+    __tablename__ = "prompt_aliases"
+    __table_args__ = (ForeignKeyConstraint(["name", "version"], ["prompt_versions.name", "prompt_versions.version"]),)
+
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    alias: Mapped[str] = mapped_column(String(64), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class PromptAliasMove(Base):
+    """Every move of an alias, kept: when it pointed where (a rollback is a move back)."""
+
+    __tablename__ = "prompt_alias_moves"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    name: Mapped[str] = mapped_column(String(100), index=True)
+    alias: Mapped[str] = mapped_column(String(64))
+    from_version: Mapped[int | None] = mapped_column(Integer)  # None: the alias was new
+    to_version: Mapped[int] = mapped_column(Integer)
+
+
+@event.listens_for(PromptVersion, "before_update")
+def _versions_are_immutable(_mapper, _connection, target: PromptVersion) -> None:
+    raise ValueError(f"Prompt versions are immutable: save a new version of '{target.name}' instead.")
+
+
+class RagCollection(Base):
+    """A named set of documents for retrieval; its vector index lives in files under FMSTACK_HOME/rag/{uid}/."""
+
+    __tablename__ = "rag_collections"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    uid: Mapped[str] = mapped_column(String(32), unique=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    embedding_model: Mapped[str] = mapped_column(String(200))
+    dimensions: Mapped[int] = mapped_column(Integer)
+    generation: Mapped[int] = mapped_column(Integer, default=0)  # bumped by every change to its chunks
+    config: Mapped[dict] = mapped_column(JSON, default=dict)
+
+
+class RagDocument(Base):
+    """One ingested file, with the hash of its content: an unchanged file is skipped on re-ingest."""
+
+    __tablename__ = "rag_documents"
+    __table_args__ = (UniqueConstraint("collection_id", "path", name="uq_rag_documents_collection_path"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    collection_id: Mapped[int] = mapped_column(ForeignKey("rag_collections.id", ondelete="CASCADE"), index=True)
+    root: Mapped[str] = mapped_column(Text)  # the PATH it was ingested from: re-ingesting PATH removes the missing
+    path: Mapped[str] = mapped_column(Text)  # absolute
+    source: Mapped[str] = mapped_column(Text)  # as cited: relative to the root's parent
+    format: Mapped[str] = mapped_column(String(16))
+    sha256: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int] = mapped_column(Integer)
+    chunking: Mapped[str] = mapped_column(String(200))  # the chunking settings its chunks were made with
+    title: Mapped[str | None] = mapped_column(Text)
+    meta: Mapped[dict] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class RagChunk(Base):
+    """A passage of a document with where it is (characters, page, heading, line) and its unit-length embedding
+    (float32 bytes). Its id is its key in the vector index and its rowid in the keyword index."""
+
+    __tablename__ = "rag_chunks"
+    __table_args__ = (
+        UniqueConstraint("document_id", "sha256", name="uq_rag_chunks_document_sha256"),
+        {"sqlite_autoincrement": True},  # ids are vector index keys: never reused
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    collection_id: Mapped[int] = mapped_column(ForeignKey("rag_collections.id", ondelete="CASCADE"), index=True)
+    document_id: Mapped[int] = mapped_column(ForeignKey("rag_documents.id", ondelete="CASCADE"), index=True)
+    ordinal: Mapped[int] = mapped_column(Integer)
+    sha256: Mapped[str] = mapped_column(String(64))
+    text: Mapped[str] = mapped_column(Text)
+    heading: Mapped[str | None] = mapped_column(Text)
+    char_start: Mapped[int] = mapped_column(Integer)
+    char_end: Mapped[int] = mapped_column(Integer)
+    page: Mapped[int | None] = mapped_column(Integer)
+    page_end: Mapped[int | None] = mapped_column(Integer)
+    line: Mapped[int | None] = mapped_column(Integer)
+    tokens: Mapped[int] = mapped_column(Integer)
+    meta: Mapped[dict] = mapped_column(JSON, default=dict)
+    embedding: Mapped[bytes] = mapped_column(LargeBinary)

@@ -11,7 +11,7 @@ import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
 from fmstack.errors import InvalidRequest, NotFound
@@ -78,10 +78,15 @@ def list_traces(
     status: str | None = None,
     since: datetime | None = None,
     oldest_first: bool = False,
+    prompt_name: str | None = None,
+    prompt_version: int | None = None,
 ) -> list[Trace]:
+    """Traces, newest first; `prompt_name` (and `prompt_version`) keep those made through a stored prompt."""
     order = (Trace.created_at, Trace.id) if oldest_first else (Trace.created_at.desc(), Trace.id)
     query = select(Trace).options(selectinload(Trace.feedback), selectinload(Trace.scores)).order_by(*order)
-    for column, value in ((Trace.model, model), (Trace.app, app), (Trace.status, status)):
+    version = str(prompt_version) if prompt_version is not None else None
+    filters = ((Trace.model, model), (Trace.app, app), (Trace.status, status), (Trace.prompt_name, prompt_name))
+    for column, value in (*filters, (Trace.prompt_version, version)):
         if value is not None:
             query = query.where(column == value)
     if since is not None:  # stored in UTC; SQLite would compare a zoned time by its wall clock
@@ -112,6 +117,38 @@ def score_summary(session: Session) -> list[tuple[str, str, float | None, int]]:
     return [(m, model or "unknown", avg, n) for m, model, avg, n in session.execute(query)]
 
 
+def prompt_stats(session: Session, name: str) -> list[dict]:
+    """Per version of a stored prompt: requests, errors, mean latency and time to first token, tokens, cost and
+    feedback (thumbs up/down) of the traces made through it, oldest version first."""
+    ups = func.sum(case((Feedback.rating == 1, 1), else_=0))
+    downs = func.sum(case((Feedback.rating == -1, 1), else_=0))
+    feedback = select(Feedback.trace_id, ups.label("up"), downs.label("down")).group_by(Feedback.trace_id).subquery()
+    query = (
+        select(
+            Trace.prompt_version,
+            func.count(Trace.id),
+            func.sum(case((Trace.status == "ok", 0), else_=1)),
+            func.avg(Trace.latency_ms),
+            func.avg(Trace.ttft_ms),
+            func.avg(Trace.prompt_tokens),
+            func.avg(Trace.completion_tokens),
+            func.sum(Trace.cost),
+            func.coalesce(func.sum(feedback.c.up), 0),
+            func.coalesce(func.sum(feedback.c.down), 0),
+        )
+        .outerjoin(feedback, feedback.c.trace_id == Trace.id)
+        .where(Trace.prompt_name == name)
+        .group_by(Trace.prompt_version)
+    )
+    keys = ("version", "requests", "errors", "latency_ms", "ttft_ms", "prompt_tokens", "completion_tokens", "cost")
+    rows = []
+    for values in session.execute(query):
+        row = dict(zip((*keys, "thumbs_up", "thumbs_down"), values, strict=True))
+        row["version"] = _version_number(row["version"])
+        rows.append(row)
+    return sorted(rows, key=lambda r: (r["version"] is None, r["version"] or 0))
+
+
 def get_trace(session: Session, trace_id: str) -> Trace:
     trace = session.get(Trace, trace_id, options=[selectinload(Trace.feedback), selectinload(Trace.scores)])
     if trace is None:
@@ -137,6 +174,7 @@ def trace_dict(trace: Trace) -> dict:
     """A trace as plain JSON-able data, with its feedback (for the API, the UI and `traces export`)."""
     data = {c.name: getattr(trace, c.name) for c in Trace.__table__.columns}
     data["created_at"] = _utc(trace.created_at).isoformat()
+    data["prompt_version"] = _version_number(trace.prompt_version)
     data["feedback"] = [
         {
             "id": f.id,
@@ -160,6 +198,11 @@ def trace_dict(trace: Trace) -> dict:
         for sc in trace.scores
     ]
     return data
+
+
+def _version_number(value: str | None) -> int | str | None:
+    """The prompt version column holds text (since 0001); versions written by fmstack are numbers."""
+    return int(value) if value is not None and value.isdigit() else value
 
 
 def _utc(moment: datetime) -> datetime:

@@ -1,0 +1,272 @@
+"""`fmstack rag …`: ingest documents into collections, search them, ask questions with citations, evaluate."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Column, Table
+
+from fmstack.cli.common import console, err, fail
+from fmstack.config import get_settings
+from fmstack.errors import FmstackError
+
+rag_app = typer.Typer(
+    help="Retrieval-augmented generation: ingest documents, then ask questions answered with citations.\n\n"
+    'Example: fmstack rag ingest docs/ --collection docs && fmstack rag ask "How do I …?" --collection docs',
+    no_args_is_help=True,
+)
+
+
+def _rag():
+    from fmstack.app.rag import Rag
+    from fmstack.engines.pool import EnginePool
+    from fmstack.infra.registry import Registry
+    from fmstack.infra.store import open_store
+
+    settings = get_settings()
+    return Rag(open_store(settings), settings, EnginePool(Registry(settings), settings))
+
+
+def _filters(source: str | None, meta: list[str] | None):
+    from fmstack.app.rag import Filters
+
+    metadata = {}
+    for item in meta or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise FmstackError(f"--meta takes KEY=VALUE, not '{item}'.")
+        try:
+            metadata[key] = json.loads(value)  # numbers and booleans compare as such
+        except ValueError:
+            metadata[key] = value
+    return Filters(source, metadata)
+
+
+@rag_app.command("ingest")
+def ingest(
+    path: Path = typer.Argument(..., help="A file or a folder (read recursively)."),
+    collection: str = typer.Option(..., "--collection", "-c", help="The collection to add to (created if new)."),
+    chunk_tokens: int = typer.Option(200, "--chunk-tokens", help="Chunk size in the embedding model's tokens."),
+    overlap: int = typer.Option(40, "--overlap", help="Tokens shared by consecutive chunks (--by tokens)."),
+    by: str = typer.Option("tokens", "--by", help="tokens (fixed windows) or structure (headings, paragraphs)."),
+    text_field: str = typer.Option("text", "--text-field", help="The field holding the text in JSONL files."),
+) -> None:
+    """Ingest text, Markdown, HTML, PDF and JSONL files; re-running updates only what changed. Exits 1 if a file
+    was skipped (each is listed with the reason).
+
+    Example: fmstack rag ingest docs/ --collection docs --chunk-tokens 200 --overlap 40 --by tokens
+    """
+    from fmstack.app.rag import ChunkConfig
+
+    rag = _rag()
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    try:
+        with Progress(*columns, console=err, transient=True) as bar:
+            task = bar.add_task(f"ingesting into {collection}", total=None)
+
+            def progress(done: int, total: int, name: str) -> None:
+                bar.update(task, completed=done, total=total, description=f"ingesting {name[:40]}")
+
+            report = rag.ingest(path, collection, ChunkConfig(chunk_tokens, overlap, by), text_field, progress)
+    except FmstackError as exc:
+        fail(exc)
+    finally:
+        rag.pool.close()
+    r = report
+    console.print(
+        f"[bold]{r.collection}[/]: {r.files} files — {r.added} added, {r.updated} updated, {r.unchanged} unchanged, "
+        f"{r.removed} removed, {len(r.skipped)} skipped",
+        soft_wrap=True,
+    )
+    console.print(
+        f"chunks: {r.chunks_total} in the collection; {r.chunks_added} added ({r.chunks_embedded} embedded, "
+        f"{r.chunks_reused} reused), {r.chunks_kept} kept, {r.chunks_removed} removed · {r.seconds:.1f} s "
+        f"({r.embed_seconds:.1f} s embedding)",
+        soft_wrap=True,
+    )
+    for source, reason in r.skipped:
+        err.print(f"[yellow]skipped[/] {source}: {reason}", soft_wrap=True, highlight=False)
+    if r.skipped:
+        raise typer.Exit(1)
+
+
+@rag_app.command("list")
+def list_collections() -> None:
+    """List collections with their documents and chunks.
+
+    Example: fmstack rag list
+    """
+    from fmstack.app.rag.collections import list_collections as rows
+    from fmstack.infra.store import open_store
+
+    with open_store(get_settings())() as s:
+        data = rows(s)
+    table = Table(Column("collection", no_wrap=True), "documents", "chunks", "embedding model", "updated")
+    for c in data:
+        table.add_row(c["name"], str(c["documents"]), str(c["chunks"]), c["embedding_model"], c["updated_at"][:19])
+    console.print(table)
+
+
+@rag_app.command("delete")
+def delete(collection: str = typer.Argument(..., help="The collection to delete, with its index.")) -> None:
+    """Delete a collection: its documents, chunks and index files.
+
+    Example: fmstack rag delete docs
+    """
+    rag = _rag()
+    try:
+        rag.delete(collection)
+    except FmstackError as exc:
+        fail(exc)
+    console.print(f"deleted collection {collection}")
+
+
+@rag_app.command("search")
+def search(
+    query: str = typer.Argument(..., help="What to look for."),
+    collection: str = typer.Option(..., "--collection", "-c", help="The collection to search."),
+    top_k: int = typer.Option(5, "--top-k", "-k", help="How many chunks."),
+    source: str = typer.Option(None, "--source", help='Only sources matching this glob, e.g. "docs/*.md".'),
+    meta: list[str] = typer.Option(None, "--meta", help="Only documents with this field value: KEY=VALUE."),
+    rerank: str = typer.Option("none", help="none, similarity or mmr."),
+) -> None:
+    """Show the chunks retrieval finds (keyword + vector, fused), with scores and positions.
+
+    Example: fmstack rag search "first step on the Moon" --collection wiki --top-k 5
+    """
+    rag = _rag()
+    try:
+        hits = rag.search(collection, query, top_k, _filters(source, meta), rerank)
+    except FmstackError as exc:
+        fail(exc)
+    finally:
+        rag.pool.close()
+    table = Table("#", Column("source", no_wrap=True), "where", "similarity", "rank vec/kw", "text")
+    for i, h in enumerate(hits, 1):
+        ranks = f"{h.vector_rank or '-'}/{h.keyword_rank or '-'}"
+        table.add_row(str(i), h.source, h.location(), f"{h.similarity:.3f}", ranks, h.text[:160].replace("\n", " "))
+    console.print(table)
+
+
+@rag_app.command("ask")
+def ask(
+    question: str = typer.Argument(..., help="The question."),
+    collection: str = typer.Option(..., "--collection", "-c", help="The collection to answer from."),
+    model: str = typer.Option(None, "--model", "-m", help="Chat model (default: FMSTACK_DEFAULT_MODEL)."),
+    top_k: int = typer.Option(5, "--top-k", "-k", help="Chunks given to the model."),
+    source: str = typer.Option(None, "--source", help="Only sources matching this glob."),
+    meta: list[str] = typer.Option(None, "--meta", help="Only documents with this field value: KEY=VALUE."),
+    rerank: str = typer.Option("none", help="none, similarity or mmr."),
+    max_tokens: int = typer.Option(256, "--max-tokens", help="Longest answer, in tokens."),
+    url: str = typer.Option(
+        None, "--url", help="A running fmstack server (e.g. http://127.0.0.1:8000) instead of one in this process."
+    ),
+) -> None:
+    """Answer a question from a collection, streaming, with numbered citations to source and position.
+
+    Example: fmstack rag ask "Who composed An American in Paris?" --collection wiki --model smollm2-135m-instruct
+    """
+    from fmstack.app.rag.collections import get_collection
+    from fmstack.app.rag.rag_client import stream_answer
+    from fmstack.infra.store import open_store
+
+    settings = get_settings()
+    model = model or settings.default_model
+    try:
+        filters = _filters(source, meta)
+        if url is None:  # fail fast, before any model loads
+            with open_store(settings)() as s:
+                get_collection(s, collection)
+            from fmstack.app.chat import _embedded_server
+
+            with console.status(f"loading {model}"):
+                url = _embedded_server(settings, model).removesuffix("/v1")
+        body = {
+            "model": model,
+            "messages": [{"role": "user", "content": question}],
+            "stream": True,
+            "max_tokens": max_tokens,
+            "temperature": 0,
+            "top_k": top_k,
+            "rerank": rerank,
+        }
+        if filters:
+            body["filters"] = {"source": filters.source, "metadata": filters.metadata}
+        sources = stream_answer(url, collection, body, lambda text: console.out(text, end="", highlight=False))
+    except FmstackError as exc:
+        fail(exc)
+    console.print()
+    if not sources:
+        console.print("[dim](no sources: nothing relevant was retrieved)[/]")
+    for s in sources:
+        console.print(f"[bold][{s['id']}][/] {s['source']} — {s['location']}", soft_wrap=True, highlight=False)
+
+
+@rag_app.command("eval")
+def evaluate(
+    collection: str = typer.Option(..., "--collection", "-c", help="The collection to evaluate."),
+    questions: Path = typer.Option(..., "--questions", help="YAML/JSONL question set, or an eval suite."),
+    k: int = typer.Option(10, "-k", help="Depth for recall@k and MRR."),
+    rerank: str = typer.Option("none", help="none, similarity or mmr."),
+    output: Path = typer.Option(None, "--output", "-o", help="Write the results as JSON here."),
+    cases: Path = typer.Option(
+        None, "--cases", help="Also write eval-suite cases (grounded prompts + retrieved context) as JSONL here."
+    ),
+    top_k: int = typer.Option(5, "--top-k", help="Chunks per case in --cases (what `rag ask` gives the model)."),
+    mode: str = typer.Option("hybrid", help="hybrid, or vector / keyword alone (to see what fusion adds)."),
+) -> None:
+    """Retrieval quality: recall@1/3/5/10 and MRR against each question's source document, and how the
+    "I don't know" threshold separates answerable from unanswerable questions.
+
+    Example: fmstack rag eval --collection wiki --questions examples/rag/questions.yaml -o results.json
+    """
+    from fmstack.app.rag.evaluate import eval_cases, load_questions
+    from fmstack.app.rag.evaluate import evaluate as run
+
+    rag = _rag()
+    try:
+        items = load_questions(questions)
+        with console.status(f"retrieving for {len(items)} questions"):
+            result = run(rag, collection, items, k, rerank, mode)
+    except FmstackError as exc:
+        fail(exc)
+    finally:
+        rag.pool.close()
+    hits = result.pop("_hits")
+    table = Table("level", "questions", "rerank", *[f"recall{c}" for c in result["recall"]], f"MRR@{k}")
+    table.add_row(
+        "document",
+        str(result["questions"]),
+        result["rerank"],
+        *[f"{v:.3f}" for v in result["recall"].values()],
+        f"{result['mrr']:.3f}",
+    )
+    if result["answer_recall"]:
+        table.add_row(
+            "answer passage",
+            str(result["questions"]),
+            result["rerank"],
+            *[f"{v:.3f}" for v in result["answer_recall"].values()],
+            f"{result['answer_mrr']:.3f}",
+        )
+    console.print(f"collection [bold]{collection}[/], {mode} retrieval")
+    console.print(table)
+    line = f"threshold {result['threshold']}: answers {result['answered_when_answerable']:.0%} of answerable"
+    if result["idk_when_unanswerable"] is not None:
+        line += f", says I don't know to {result['idk_when_unanswerable']:.0%} of unanswerable"
+    console.print(line)
+    missed = [r for r in result["results"] if r["answerable"] and r["rank"] is None]
+    for r in missed:
+        console.print(f"[yellow]not in top {k}:[/] {r['question']} (got {', '.join(r['sources'])})", soft_wrap=True)
+    if output:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(json.dumps(result, indent=2))
+        console.print(f"wrote {output}")
+    if cases:
+        cases.parent.mkdir(parents=True, exist_ok=True)
+        rows = eval_cases(items, hits, top_k)
+        cases.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+        console.print(f"wrote {len(rows)} eval cases to {cases}")
