@@ -47,5 +47,97 @@ window.fm = (() => {
     return `HTTP ${resp.status} ${resp.statusText}${snippet ? `: ${snippet}` : ""}`;
   }
 
-  return { el, icon, showError, hideError, errorMessage };
+  /**
+   * POST a streaming chat completion to `url` and read its server-sent events as they arrive, calling
+   * `onUpdate(out)` after each. Events may be split across network reads, so bytes are buffered until a blank
+   * line ends each event. `app` names the page in the trace (X-Fmstack-App).
+   */
+  async function streamCompletion(url, body, signal, onUpdate, app) {
+    const out = {
+      traceId: null, text: "", usage: null, finishReason: null, error: null, started: false, aborted: false,
+      sources: null, prompt: null,
+    };
+    let resp;
+    try {
+      resp = await fetch(url, {
+        method: "POST",
+        headers: { "Content-Type": "application/json", Accept: "text/event-stream", "X-Fmstack-App": app },
+        body: JSON.stringify(body),
+        signal,
+      });
+    } catch (err) {
+      if (err.name === "AbortError") out.aborted = true;
+      else out.error = `Could not reach the server: ${err.message}`;
+      return out;
+    }
+    out.traceId = resp.headers.get("X-Fmstack-Trace-Id");
+    out.prompt = resp.headers.get("X-Fmstack-Prompt");  // set by a prompt's endpoint: name@version
+    if (!resp.ok) {
+      out.error = await errorMessage(resp);
+      return out;
+    }
+    out.started = true;
+    onUpdate(out);
+
+    let done = false;
+    const handleEvent = (raw) => {
+      const data = raw.split(/\r?\n/)
+        .filter((line) => line.startsWith("data:"))
+        .map((line) => line.slice(5).replace(/^ /, ""))
+        .join("\n");
+      if (!data) return;
+      if (data === "[DONE]") {
+        done = true;
+        return;
+      }
+      let chunk;
+      try {
+        chunk = JSON.parse(data);
+      } catch (_) {
+        return; // not JSON: ignore, as OpenAI clients do
+      }
+      if (chunk.error) {
+        out.error = chunk.error.message || JSON.stringify(chunk.error);
+        return;
+      }
+      if (chunk.id && !out.traceId) out.traceId = chunk.id;
+      if (chunk.usage) out.usage = chunk.usage;
+      if (chunk.sources) out.sources = chunk.sources;
+      const choice = chunk.choices && chunk.choices[0];
+      if (choice) {
+        const piece = choice.delta && choice.delta.content;
+        if (piece) out.text += piece;
+        if (choice.finish_reason) out.finishReason = choice.finish_reason;
+      }
+      onUpdate(out);
+    };
+
+    const reader = resp.body.getReader();
+    const decoder = new TextDecoder();
+    const boundary = /\r?\n\r?\n/;
+    let buffer = "";
+    try {
+      while (!done) {
+        const { value, done: ended } = await reader.read();
+        if (ended) break;
+        buffer += decoder.decode(value, { stream: true });
+        let match;
+        while (!done && (match = boundary.exec(buffer))) {
+          const raw = buffer.slice(0, match.index);
+          buffer = buffer.slice(match.index + match[0].length);
+          handleEvent(raw);
+        }
+      }
+      buffer += decoder.decode();
+      if (!done && buffer.trim()) handleEvent(buffer);
+      if (done) reader.cancel().catch(() => {});
+      else if (!out.error && !out.finishReason) out.error = "The stream ended before the answer was complete.";
+    } catch (err) {
+      if (err.name === "AbortError") out.aborted = true;
+      else out.error = `The stream broke: ${err.message}`;
+    }
+    return out;
+  }
+
+  return { el, icon, showError, hideError, errorMessage, streamCompletion };
 })();

@@ -56,7 +56,7 @@
     controller: null,
   };
 
-  const { el, showError, hideError, errorMessage } = window.fm;
+  const { el, showError, hideError, errorMessage, streamCompletion } = window.fm;
 
   // ---------- API ----------
 
@@ -279,82 +279,6 @@
     if (state.prompt) renderTryVars(currentVersion());
   }
 
-  /** POST a streaming completion and read its server-sent events (events may span network reads). */
-  async function streamCompletion(url, body, signal, onUpdate) {
-    const out = { traceId: null, text: "", usage: null, finishReason: null, error: null, aborted: false, prompt: null };
-    let resp;
-    try {
-      resp = await fetch(url, {
-        method: "POST",
-        headers: { "Content-Type": "application/json", Accept: "text/event-stream", "X-Fmstack-App": "web-prompts" },
-        body: JSON.stringify(body),
-        signal,
-      });
-    } catch (err) {
-      if (err.name === "AbortError") out.aborted = true;
-      else out.error = `Could not reach the server: ${err.message}`;
-      return out;
-    }
-    out.traceId = resp.headers.get("X-Fmstack-Trace-Id");
-    out.prompt = resp.headers.get("X-Fmstack-Prompt");
-    if (!resp.ok) {
-      out.error = await errorMessage(resp);
-      return out;
-    }
-    let done = false;
-    const handle = (raw) => {
-      const data = raw.split(/\r?\n/).filter((l) => l.startsWith("data:")).map((l) => l.slice(5).replace(/^ /, "")).join("\n");
-      if (!data) return;
-      if (data === "[DONE]") {
-        done = true;
-        return;
-      }
-      let chunk;
-      try {
-        chunk = JSON.parse(data);
-      } catch (_) {
-        return;
-      }
-      if (chunk.error) {
-        out.error = chunk.error.message || JSON.stringify(chunk.error);
-        return;
-      }
-      if (chunk.id && !out.traceId) out.traceId = chunk.id;
-      if (chunk.usage) out.usage = chunk.usage;
-      const choice = chunk.choices && chunk.choices[0];
-      if (choice) {
-        if (choice.delta && choice.delta.content) out.text += choice.delta.content;
-        if (choice.finish_reason) out.finishReason = choice.finish_reason;
-      }
-      onUpdate(out);
-    };
-    const reader = resp.body.getReader();
-    const decoder = new TextDecoder();
-    const boundary = /\r?\n\r?\n/;
-    let buffer = "";
-    try {
-      while (!done) {
-        const { value, done: ended } = await reader.read();
-        if (ended) break;
-        buffer += decoder.decode(value, { stream: true });
-        let match;
-        while (!done && (match = boundary.exec(buffer))) {
-          const raw = buffer.slice(0, match.index);
-          buffer = buffer.slice(match.index + match[0].length);
-          handle(raw);
-        }
-      }
-      buffer += decoder.decode();
-      if (!done && buffer.trim()) handle(buffer);
-      if (done) reader.cancel().catch(() => {});
-      else if (!out.error && !out.finishReason) out.error = "The stream ended before the answer was complete.";
-    } catch (err) {
-      if (err.name === "AbortError") out.aborted = true;
-      else out.error = `The stream broke: ${err.message}`;
-    }
-    return out;
-  }
-
   async function runTry() {
     if (state.controller) return;
     const v = currentVersion();
@@ -374,9 +298,11 @@
     ui.tryOutput.classList.add("streaming");
     ui.tryMeta.replaceChildren();
     const t0 = performance.now();
-    const result = await streamCompletion(`/v1/prompts/${enc(v.ref)}/chat/completions`, body, controller.signal, (partial) => {
+    const url = `/v1/prompts/${enc(v.ref)}/chat/completions`;
+    const show = (partial) => {
       ui.tryOutput.textContent = partial.text;
-    });
+    };
+    const result = await streamCompletion(url, body, controller.signal, show, "web-prompts");
     state.controller = null;
     ui.tryRun.disabled = false;
     ui.tryStop.hidden = true;
