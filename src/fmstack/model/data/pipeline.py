@@ -9,12 +9,14 @@ not on the engine, the number of workers or the order shards finish in — so tw
 
 from __future__ import annotations
 
+import collections
 import hashlib
+import itertools
 import json
 import shutil
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -255,13 +257,21 @@ def _stage_d(spec: PipelineSpec, out: Path, parts: list[dict[str, Any]], progres
         spec_name = t.tokenizer  # type: ignore[assignment]
     tokenizer = tk.load_tokenizer(spec_name)
     name = "tokenizer/ (trained by this run)" if t.train is not None else tokenizer.name
-    progress("token stats", 0, None)
-    stats = tk.token_stats(tokenizer, texts())
-    result: dict[str, Any] = {"tokenizer": name, "stats": stats.to_dict()}
+    # One encoding pass feeds both the statistics and the packer: encoding is the expensive part.
+    # (tee holds at most one batch of texts between the two.)
+    stats = tk.TokenStats(name, tokenizer.vocab_size, tokenizer.unk_id)
+    for_stats, for_ids = itertools.tee(texts())
+
+    def counted() -> Iterator[list[int]]:
+        for text, ids in zip(for_stats, tk.encode_stream(tokenizer, for_ids), strict=True):
+            stats.update(text, ids)
+            yield ids
+
+    result: dict[str, Any] = {"tokenizer": name}
     if t.pack is not None:
-        progress("pack blocks", 0, None)
+        progress("tokenize and pack", 0, None)
         result["pack"] = tk.pack_blocks(
-            tk.encode_stream(tokenizer, texts()),
+            counted(),
             t.pack.block_size,
             tokenizer.bos_id,
             tokenizer.eos_id,
@@ -270,6 +280,10 @@ def _stage_d(spec: PipelineSpec, out: Path, parts: list[dict[str, Any]], progres
             vocab_size=tokenizer.vocab_size,
             tokenizer=name,
         )
+    else:
+        progress("tokenize", 0, None)
+        collections.deque(counted(), maxlen=0)
+    result["stats"] = stats.to_dict()
     return result
 
 
