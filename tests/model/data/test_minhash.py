@@ -8,7 +8,8 @@ import sys
 import numpy as np
 import pytest
 
-from fmstack.model.data.minhash import jaccard_estimate, optimal_params, signatures
+from fmstack.model.data.dedup import similarities
+from fmstack.model.data.minhash import optimal_params, signatures
 from fmstack.model.data.shingles import dedup_words, fingerprints, shingle_hashes
 from fmstack.model.data.synthetic import planted_corpus
 
@@ -44,7 +45,7 @@ def test_estimates_match_exact_jaccard_as_well_as_datasketch(corpus):
     ours, theirs = [], []
     for i, j in _pairs(corpus):
         true = _jaccard(corpus.texts[i], corpus.texts[j])
-        ours.append(jaccard_estimate(sigs[i], sigs[j]) - true)
+        ours.append(similarities(sigs, np.array([i]), np.array([j]))[0] - true)
         ms = []
         for t in (corpus.texts[i], corpus.texts[j]):
             w = dedup_words(t)
@@ -102,8 +103,9 @@ def _mix(x: int) -> int:
 
 def _reference_shingles(text: str, ngram: int) -> list[int]:
     """The vectorized shingles, recomputed word by word from `dedup_words` in plain Python integers."""
-    words = [_mix(sum(c * pow(0x100000001B3, i, 2**64) for i, c in enumerate(w.encode())) & M64)
-             for w in dedup_words(text)]
+    words = [
+        _mix(sum(c * pow(0x100000001B3, i, 2**64) for i, c in enumerate(w.encode())) & M64) for w in dedup_words(text)
+    ]
     windows = [words[i : i + ngram] for i in range(len(words) - ngram + 1)] or ([words] if words else [])
     out = []
     for window in windows:
