@@ -15,6 +15,7 @@ from fmstack.cli.data import data_app
 from fmstack.cli.eval import eval_app
 from fmstack.cli.prompt import prompt_app
 from fmstack.cli.rag import rag_app
+from fmstack.cli.train import train_app
 from fmstack.config import get_settings
 from fmstack.errors import FmstackError
 
@@ -32,6 +33,7 @@ app.add_typer(eval_app, name="eval")
 app.add_typer(data_app, name="data")
 app.add_typer(prompt_app, name="prompt")
 app.add_typer(rag_app, name="rag")
+app.add_typer(train_app, name="train")
 
 
 def _version(value: bool) -> None:

@@ -1,0 +1,1 @@
+"""Export: Hugging Face checkpoints to GGUF files (f32, f16, q8_0, q4_k_m) that llama.cpp serves."""
