@@ -326,3 +326,48 @@ def stats(
     if tokenizer:
         data["tokenize"] = {"tokenizer": tokenizer}
     _run(_spec(data), force)
+
+
+@data_app.command("from-traces")
+def from_traces(
+    fmt: str = typer.Option(..., "--format", help="sft (messages + the answer to learn) or dpo (chosen/rejected)."),
+    out: Path = typer.Option(..., "--out", "-o", help="JSONL file to write."),
+    app_name: str = typer.Option(None, "--app", help="Only traces of this app (the X-Fmstack-App header)."),
+    model: str = typer.Option(None, "--model", help="Only traces answered by this model."),
+    since: str = typer.Option(
+        None, "--since", help="Only traces since this ISO time (UTC unless zoned), e.g. 2026-11-01."
+    ),
+    min_rating: int = typer.Option(
+        1, "--min-rating", help="Net thumbs (up minus down) an answer needs to count as liked."
+    ),
+) -> None:
+    """Turn stored traces and their feedback into training data for `fmstack train finetune` or `dpo`.
+
+    SFT: answers rated at least --min-rating, and corrected answers (the correction replaces the model's). DPO: a
+    correction over the original answer, and per identical request a liked answer over a disliked one.
+
+    Example: fmstack data from-traces --format dpo --app shop-bot --since 2026-11-01 --out prefs.jsonl
+    """
+    from datetime import datetime
+
+    from fmstack.config import get_settings
+    from fmstack.infra.store import open_store
+    from fmstack.model.data.from_traces import export_traces
+
+    try:
+        when = datetime.fromisoformat(since) if since else None
+    except ValueError as exc:
+        fail(FmstackError(f"--since {since!r}: {exc}; use an ISO time such as 2026-11-01 or 2026-11-01T09:30."))
+    try:
+        result = export_traces(
+            open_store(get_settings()), fmt, out, app=app_name, model=model, since=when, min_rating=min_rating
+        )
+    except FmstackError as exc:
+        fail(exc)
+    table = Table("records", "count", title=f"{out} ({fmt})")
+    for kind, n in sorted(result.counts.items()):
+        table.add_row(kind, f"{n:,}")
+    table.add_row("[bold]written[/]", f"[bold]{len(result.records):,}[/]")
+    for reason, n in sorted(result.skipped.items()):
+        table.add_row(f"[dim]skipped: {reason}[/]", f"[dim]{n:,}[/]")
+    console.print(table)

@@ -1,0 +1,147 @@
+"""`fmstack data from-traces`: judged traces in a real store become the exact SFT and DPO records training reads."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from fmstack.cli import app
+from fmstack.config import get_settings
+from fmstack.infra.store import open_store
+from fmstack.infra.store.traces import TraceWriter, add_feedback
+from fmstack.model.train.chat_data import load_preferences, load_sft
+
+SYSTEM = {"role": "system", "content": "Answer briefly."}
+MATH = [SYSTEM, {"role": "user", "content": "What is 2+2?"}]
+CAPITAL = [{"role": "user", "content": [{"type": "text", "text": "Capital of "}, {"type": "text", "text": "France?"}]}]
+CAPITAL_PLAIN = [{"role": "user", "content": "Capital of France?"}]
+NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
+
+
+def trace(trace_id: str, messages: list, answer: str, **extra) -> dict:
+    row = dict(
+        id=trace_id,
+        created_at=NOW,
+        endpoint="chat.completions",
+        model="smollm2-135m-instruct",
+        app="shop",
+        request={"model": "smollm2-135m-instruct", "messages": messages, "temperature": 0.7},
+        response_text=answer,
+        status="ok",
+        status_code=200,
+    )
+    return row | extra
+
+
+# (trace, feedback given as (rating, correction)); comments alone carry no label
+TRACES = [
+    (trace("up", MATH, "4"), [(1, None)]),
+    (trace("up-again", MATH, "4"), [(1, None)]),  # the same request liked twice: one record
+    (trace("down", MATH, "5"), [(-1, None)]),
+    (trace("fixed", CAPITAL, "Lyon"), [(-1, None), (None, "Paris"), (None, "Paris.")]),  # newest correction wins
+    (trace("split", [{"role": "user", "content": "Tell a joke"}], "No."), [(1, None), (-1, None)]),  # net 0
+    (trace("unrated", [{"role": "user", "content": "Hi"}], "Hello!"), []),
+    (trace("commented", [{"role": "user", "content": "Hey"}], "Hello!"), [(None, None)]),
+    (trace("rag", MATH, "4", endpoint="rag.chat.completions"), [(1, None)]),
+    (trace("failed", MATH, None, status="error", status_code=502), [(1, None)]),
+    (trace("other-app", [{"role": "user", "content": "Ping"}], "Pong", app="other"), [(1, None)]),
+    (
+        trace("old", [{"role": "user", "content": "Old?"}], "Yes", created_at=datetime(2020, 1, 1, tzinfo=UTC)),
+        [(1, None)],
+    ),
+    (
+        trace(
+            "via-prompt",
+            [{"role": "user", "content": "Capital of Peru?"}],
+            "Lima",
+            endpoint="prompts.chat.completions",
+            prompt_name="capitals",
+            prompt_version="2",
+        ),
+        [(1, None)],
+    ),
+]
+
+
+@pytest.fixture()
+def store(home: Path) -> Path:
+    """The store filled through its own API: the trace writer, then feedback as the API adds it."""
+    sessions = open_store(get_settings())
+    writer = TraceWriter(sessions)
+    for row, _ in TRACES:
+        writer.write(row)
+    writer.flush()
+    writer.close()
+    with sessions.begin() as session:
+        for row, feedback in TRACES:
+            for rating, correction in feedback:
+                add_feedback(session, row["id"], rating, correction, "a comment" if rating is None else None)
+    return home
+
+
+def run(*args: str):
+    return CliRunner().invoke(app, ["data", "from-traces", *args])
+
+
+def records(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def reply(text: str) -> list[dict]:
+    return [{"role": "assistant", "content": text}]
+
+
+def test_sft_keeps_liked_and_corrected_answers(store, tmp_path):
+    out = tmp_path / "sft.jsonl"
+    result = run("--format", "sft", "--app", "shop", "--since", "2026-11-01", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    assert records(out) == [  # oldest first, then by id
+        {"messages": [*CAPITAL_PLAIN, *reply("Paris.")]},
+        {"messages": [*MATH, *reply("4")]},
+        {"messages": [{"role": "user", "content": "Capital of Peru?"}, *reply("Lima")]},
+    ]
+    assert "approved" in result.output and "corrected" in result.output and "duplicate" in result.output
+    assert [r.model_dump() for r in load_sft(out)] == records(out)  # what `train finetune` reads
+
+
+def test_dpo_pairs_corrections_and_thumbs(store, tmp_path):
+    out = tmp_path / "prefs.jsonl"
+    result = run("--format", "dpo", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    assert records(out) == [
+        {"prompt": CAPITAL_PLAIN, "chosen": reply("Paris."), "rejected": reply("Lyon")},
+        {"prompt": MATH, "chosen": reply("4"), "rejected": reply("5")},
+    ]
+    assert [r.to_trl() for r in load_preferences(out)] == records(out)  # what `train dpo` reads
+
+
+def test_filters_and_min_rating(store, tmp_path):
+    out = tmp_path / "sft.jsonl"
+    assert run("--format", "sft", "--app", "other", "--out", str(out)).exit_code == 0
+    assert records(out) == [{"messages": [{"role": "user", "content": "Ping"}, *reply("Pong")]}]
+    assert run("--format", "sft", "--out", str(out)).exit_code == 0
+    assert len(records(out)) == 5  # no filters: the old trace and the other app's too
+    # no answer has two net thumbs up: only the corrected one is left
+    assert run("--format", "sft", "--min-rating", "2", "--out", str(out)).exit_code == 0
+    assert [r["messages"][-1]["content"] for r in records(out)] == ["Paris."]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--format", "csv"), "--format 'csv' is not supported"),
+        (("--format", "sft", "--since", "last week"), "--since 'last week'"),
+        (("--format", "sft", "--min-rating", "0"), "--min-rating 0"),
+        (("--format", "dpo", "--model", "nobody"), "No dpo records: 0 judged chat trace(s)"),
+    ],
+)
+def test_bad_requests_exit_2_and_write_nothing(store, tmp_path, args, message):
+    out = tmp_path / "out.jsonl"
+    result = run(*args, "--out", str(out))
+    assert result.exit_code == 2
+    assert message in " ".join(result.output.split())
+    assert not out.exists()
