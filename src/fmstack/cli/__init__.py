@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import typer
+from rich.progress import BarColumn, DownloadColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Column, Table
 
 from fmstack import __version__
@@ -84,8 +87,11 @@ def up(
     uvicorn.run(application, host=host, port=port, log_level="warning")
 
 
-models_app = typer.Typer(help="List and convert models.\n\nExample: fmstack models", invoke_without_command=True)
+models_app = typer.Typer(
+    help="List, convert and export models.\n\nExample: fmstack models", invoke_without_command=True
+)
 app.add_typer(models_app, name="models")
+app.add_typer(models_app, name="model", hidden=True)  # `fmstack model export ...` reads naturally too
 
 
 @models_app.callback()
@@ -149,6 +155,72 @@ def models_convert(
     except FmstackError as exc:
         fail(exc)
     console.print(f"converted to {out}; registered as [cyan]{name}[/] (engine transformers)")
+
+
+@models_app.command("export")
+def models_export(
+    checkpoint: Path = typer.Argument(
+        ..., help="A Hugging Face LlamaForCausalLM folder (config.json, safetensors, tokenizer.json)."
+    ),
+    fmt: str = typer.Option("gguf", "--format", help="Output format; only gguf."),
+    quant: str = typer.Option("f16", "--quant", help="f32, f16, q8_0 or q4_k_m (the last two by llama.cpp)."),
+    name: str = typer.Option(..., "--name", help="Registry name to serve the GGUF under."),
+    out: Path = typer.Option(None, "--out", help="GGUF file to write (default: MODELS_DIR/NAME.QUANT.gguf)."),
+) -> None:
+    """Export a Hugging Face checkpoint to a GGUF file (tokenizer and chat template included) and register it on the
+    llamacpp engine, so `fmstack up --model NAME` and the OpenAI API serve it at once.
+
+    Example: fmstack model export runs/tiny --format gguf --quant q8_0 --name tiny-q8
+    """
+    from fmstack.infra.registry import register_user_model
+    from fmstack.model.export.gguf import check_name, check_quant, export_gguf
+
+    settings = get_settings()
+    try:
+        if fmt != "gguf":
+            raise FmstackError(f"--format {fmt!r} is not supported; use gguf.")
+        check_name(name)
+        check_quant(quant)
+        target = (out or settings.models_dir / f"{name}.{quant}.gguf").expanduser().resolve()
+        with _export_progress() as progress:
+            result = export_gguf(checkpoint, target, quant, name, progress)
+        register_user_model(
+            settings,
+            name,
+            engine="llamacpp",
+            source=f"path:{result.path}",
+            context_length=result.context_length,
+            description=f"{checkpoint.name} exported to GGUF {quant}",
+        )
+    except FmstackError as exc:
+        fail(exc)
+    types = ", ".join(f"{n} {t}" for t, n in sorted(result.tensor_types.items(), key=lambda kv: -kv[1]))
+    console.print(f"wrote {result.path} ({result.size_bytes / 1e6:,.1f} MB; tensors: {types})", soft_wrap=True)
+    if result.fallback_tensors:
+        console.print(
+            f"note: {result.fallback_tensors} tensors have rows that are not a multiple of 256, so llama.cpp "
+            "stored them in a non-k-quant type instead of q4_K/q6_K.",
+            soft_wrap=True,
+        )
+    console.print(f"registered as [cyan]{name}[/] (engine llamacpp); serve it with: fmstack up --model {name}")
+
+
+@contextmanager
+def _export_progress() -> Iterator[Callable[[str, int, int], None]]:
+    """Bytes written per tensor, then a spinner while llama.cpp quantizes (it reports no progress). Shown from the
+    first update only, so an input error stays a single line."""
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TimeElapsedColumn())
+    bar = Progress(*columns, console=console, transient=True)
+    task = bar.add_task("exporting", total=None)
+
+    def update(stage: str, done: int, total: int) -> None:
+        bar.start()
+        bar.update(task, description=stage, completed=done, total=total or None)
+
+    try:
+        yield update
+    finally:
+        bar.stop()
 
 
 @app.command()
