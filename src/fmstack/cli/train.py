@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from fmstack.cli.common import console, fail
 from fmstack.config import get_settings
@@ -90,3 +93,95 @@ def _print_classify(summary: dict, out: Path) -> None:
     if summary["truncated"]:
         console.print(f"[yellow]{summary['truncated']} text(s) longer than --max-length were cut.[/]")
     console.print(f"wrote {out}/ (checkpoint with id2label) and {out / 'summary.json'}")
+
+
+@train_app.command("pretrain")
+def pretrain(
+    data: Path = typer.Option(..., "--data", help="Packed blocks: the blocks/ folder of `fmstack data run`."),
+    config: str = typer.Option("small", "--config", help="tiny, small, or a YAML/JSON file (model: and train:)."),
+    out: Path = typer.Option(..., "--out", help="Run folder: HF checkpoint, checkpoints/, metrics, loss.png."),
+    steps: int | None = typer.Option(None, "--steps", help="Optimizer steps."),
+    batch_size: int | None = typer.Option(None, "--batch-size", help="Blocks per micro-batch and process."),
+    grad_accum: int | None = typer.Option(None, "--grad-accum", help="Micro-batches per optimizer step."),
+    lr: float | None = typer.Option(None, "--lr", help="Peak learning rate (after warmup; cosine decay after)."),
+    warmup: int | None = typer.Option(None, "--warmup", help="Steps of linear warmup."),
+    eval_every: int | None = typer.Option(None, "--eval-every", help="Validation loss every N steps (and at the end)."),
+    checkpoint_every: int | None = typer.Option(None, "--checkpoint-every", help="Checkpoint every N steps, 0 never."),
+    seed: int | None = typer.Option(None, "--seed", help="Seed for the weights and the data order."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
+    name: str | None = typer.Option(None, "--name", help="Register the result under this name (transformers engine)."),
+) -> None:
+    """Pretrain a Llama-architecture model from scratch on packed blocks (next-token prediction).
+
+    Flags override the config's train: section. Everything is checked before the first step. Runs unchanged
+    under `accelerate launch -m fmstack train pretrain ...` on many processes, GPUs or machines.
+
+    Example: fmstack train pretrain --data examples/train/out/blocks --config small --out runs/small
+    """
+    from fmstack.model.train.configs import load_config, with_overrides
+    from fmstack.model.train.pretrain import plan_run
+    from fmstack.model.train.pretrain import pretrain as run_pretrain
+
+    overrides = {"steps": steps, "batch_size": batch_size, "grad_accum": grad_accum, "lr": lr, "warmup": warmup,
+                 "eval_every": eval_every, "checkpoint_every": checkpoint_every, "seed": seed}  # fmt: skip
+    try:
+        plan = plan_run(data, with_overrides(load_config(config), overrides), out, resume)
+        with _pretrain_progress() as report:
+            result = run_pretrain(plan, report)
+        if result.is_main_process and name:
+            _register_pretrained(name, out, plan.config.model.max_position_embeddings)
+    except FmstackError as exc:
+        fail(exc)
+    if result.is_main_process:
+        _print_pretrain(result.summary, out, name)
+
+
+@contextmanager
+def _pretrain_progress() -> Iterator[Callable[[str, dict], None]]:
+    """A bar over steps with the loss, tokens/s and ETA; evaluations and checkpoints print a line each. The bar
+    starts at the first report: under `accelerate launch` only the main process reports, so only it shows one."""
+    columns = (
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]}  {task.fields[speed]} tok/s"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
+    bar = Progress("pretraining", *columns, console=console)
+    task = bar.add_task("pretrain", total=None, loss="-", speed="-")
+
+    def report(kind: str, row: dict) -> None:
+        if kind == "start":
+            console.print(f"{row['parameters']:,} parameters; step {row['step']} of {row['steps']}")
+            bar.reset(task, total=row["steps"], completed=row["step"])  # a resumed run's ETA counts from here
+            bar.start()
+        elif kind == "step":
+            bar.update(task, completed=row["step"], loss=f"{row['loss']:.3f}", speed=f"{row['tokens_per_s']:,.0f}")
+        elif kind == "eval":
+            ppl = row["val_perplexity"]
+            console.print(f"step {row['step']}: val loss {row['val_loss']:.4f}, perplexity {ppl:.2f}")
+        else:
+            console.print(f"step {row['step']}: checkpoint {row['path']}")
+
+    try:
+        yield report
+    finally:
+        bar.stop()
+
+
+def _register_pretrained(name: str, out: Path, context: int) -> None:
+    from fmstack.infra.registry import register_user_model
+
+    register_user_model(get_settings(), name, engine="transformers", source=f"path:{out.resolve()}",
+                        context_length=context, description="pretrained by fmstack train pretrain")  # fmt: skip
+
+
+def _print_pretrain(summary: dict, out: Path, name: str | None) -> None:
+    console.print(
+        f"{summary['tokens_trained']:,} tokens ({summary['epochs']} epochs) in {summary['wall_seconds']:.0f} s, "
+        f"{summary['tokens_per_s']:,.0f} tok/s; train loss {summary['train_loss']:.3f}, "
+        f"[bold]val loss {summary['val_loss']:.3f} (perplexity {summary['val_perplexity']:.1f})[/]"
+    )
+    console.print(f"wrote {out}/ (Hugging Face checkpoint), metrics.jsonl, summary.json, loss.png")
+    if name:
+        console.print(f"registered as [cyan]{name}[/] (engine transformers)")
