@@ -11,6 +11,7 @@ from fmstack.engines.base import Delta, Finish, GenerationRequest
 from fmstack.engines.pool import load_engine
 from fmstack.errors import InvalidRequest
 from fmstack.infra.registry import Registry
+from tests.conftest import NO_END
 
 pytestmark = pytest.mark.slow
 
@@ -92,6 +93,16 @@ def test_seeded_sampling_repeats_and_logprobs(engines):
 
     entries = asyncio.run(logprobs())
     assert len(entries) == 8 and all(tok.logprob <= 0 and len(top) == 2 for tok, top in entries)
+
+
+def test_logit_bias_forces_a_token_on_both_engines(engines):
+    hf, gguf, _ = engines
+    assert hf.eos_ids <= {int(t) for t in NO_END}  # the ids tests ban to make generations run long
+    bang = hf.tokenizer.convert_tokens_to_ids("!")
+    request = GenerationRequest(prompt="Hello", max_tokens=5, temperature=0.7, seed=1, logit_bias={bang: 100})
+    assert run(hf, request)[0] == run(gguf, request)[0] == "!!!!!"
+    with pytest.raises(InvalidRequest, match="outside this model's vocabulary"):
+        hf.prepare(GenerationRequest(prompt="Hello", logit_bias={10**9: 1}))
 
 
 def test_stop_and_json_mode(engines):

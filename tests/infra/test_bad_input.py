@@ -30,6 +30,9 @@ CASES = [
     ("huge max_tokens", dict(json={"model": TEST_MODEL, "messages": HELLO, "max_tokens": 10**12})),
     ("temperature not a number", dict(json={"model": TEST_MODEL, "messages": HELLO, "temperature": "hot"})),
     ("temperature out of range", dict(json={"model": TEST_MODEL, "messages": HELLO, "temperature": 9})),
+    ("logit_bias key not a token id", dict(json={"model": TEST_MODEL, "messages": HELLO, "logit_bias": {"a": 1}})),
+    ("logit_bias out of range", dict(json={"model": TEST_MODEL, "messages": HELLO, "logit_bias": {"5": 101}})),
+    ("logit_bias past vocab", dict(json={"model": TEST_MODEL, "messages": HELLO, "logit_bias": {"99999999": 1}})),
     ("n > 1", dict(json={"model": TEST_MODEL, "messages": HELLO, "n": 3})),
     (
         "bad json schema",

@@ -8,7 +8,7 @@ import numpy as np
 import openai
 import pytest
 
-from tests.conftest import TEST_MODEL
+from tests.conftest import NO_END, TEST_MODEL
 
 pytestmark = pytest.mark.slow
 
@@ -126,6 +126,14 @@ def test_logprobs_and_top_logprobs(client):
         assert t.top_logprobs[0].logprob >= t.top_logprobs[-1].logprob
         assert t.logprob == pytest.approx(t.top_logprobs[0].logprob, abs=1e-4)  # greedy picks the best token
     assert sum(np.exp([x.logprob for x in content[0].top_logprobs])) <= 1.0001
+
+
+def test_logit_bias_can_ban_the_end_of_generation(client):
+    natural = ask(client, "Say yes.", max_tokens=300, temperature=0)
+    assert natural.choices[0].finish_reason == "stop"
+    longer = natural.usage.completion_tokens + 20
+    r = ask(client, "Say yes.", max_tokens=longer, temperature=0, logit_bias=NO_END)
+    assert r.choices[0].finish_reason == "length" and r.usage.completion_tokens == longer
 
 
 def test_text_completion(client):

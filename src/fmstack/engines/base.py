@@ -26,6 +26,7 @@ class GenerationRequest:
     top_p: float = 1.0
     stop: list[str] = field(default_factory=list)
     seed: int | None = None
+    logit_bias: dict[int, float] = field(default_factory=dict)  # token id -> added to its logit, as OpenAI's
     response_format: dict | None = None
     logprobs: bool = False
     top_logprobs: int = 0
@@ -116,6 +117,15 @@ def check_context(prompt_tokens: int, requested: int | None, context_length: int
     if requested is not None and requested < 1:
         raise InvalidRequest("max_tokens must be at least 1.", param="max_tokens")
     return room if requested is None else min(requested, room)
+
+
+def check_logit_bias(bias: dict[int, float], vocab_size: int) -> None:
+    """Token ids come from the client; one past the vocabulary would index out of the logits."""
+    if bad := sorted(t for t in bias if not 0 <= t < vocab_size):
+        raise InvalidRequest(
+            f"logit_bias has token id {bad[0]}, outside this model's vocabulary of {vocab_size} tokens.",
+            param="logit_bias",
+        )
 
 
 def validate_messages(messages: list[dict]) -> None:

@@ -27,6 +27,7 @@ from fmstack.engines.base import (
     Prepared,
     TopLogprob,
     check_context,
+    check_logit_bias,
     validate_messages,
 )
 from fmstack.engines.decoding import LogprobEntry, TextAssembler
@@ -77,6 +78,7 @@ class LlamaCppEngine(Engine):
             prompt = request.prompt or ""
             tokens = self.llm.tokenize(prompt.encode(), add_bos=True, special=False)
         max_tokens = check_context(len(tokens), request.max_tokens, self.context_length)
+        check_logit_bias(request.logit_bias, self.llm.n_vocab())
         return Prepared(request, prompt, len(tokens), max_tokens, tokens, _grammar(request.response_format))
 
     def stream(self, prepared: Prepared):
@@ -99,6 +101,7 @@ class LlamaCppEngine(Engine):
             min_p=0.0,
             repeat_penalty=1.0,
             grammar=p.constraint,
+            logits_processor=_bias(r.logit_bias),
             reset=True,
         )
         for token in tokens:
@@ -138,6 +141,20 @@ class LlamaCppEngine(Engine):
     def close(self) -> None:
         self.scheduler.close()
         self.llm.close()
+
+
+def _bias(logit_bias: dict[int, float]) -> llama_cpp.LogitsProcessorList | None:
+    """OpenAI's logit_bias: added to the raw logits before sampling (so -100 bans a token, +100 forces it)."""
+    if not logit_bias:
+        return None
+    ids = np.fromiter(logit_bias, dtype=np.int64)
+    values = np.fromiter(logit_bias.values(), dtype=np.float32)
+
+    def add(_input_ids: np.ndarray, scores: np.ndarray) -> np.ndarray:
+        scores[ids] += values
+        return scores
+
+    return llama_cpp.LogitsProcessorList([add])
 
 
 def _grammar(response_format: dict | None) -> LlamaGrammar | None:

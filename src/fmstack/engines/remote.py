@@ -50,6 +50,7 @@ class RemoteEngine(Engine):
             top_p=r.top_p,
             stop=r.stop or None,
             seed=r.seed,
+            logit_bias={str(t): b for t, b in r.logit_bias.items()} or None,
             stream=True,
         )
         params = {k: v for k, v in params.items() if v is not None}

@@ -23,6 +23,7 @@ from fmstack.engines.base import (
     Prepared,
     TopLogprob,
     check_context,
+    check_logit_bias,
     validate_messages,
 )
 from fmstack.engines.decoding import LogprobEntry, TextAssembler
@@ -64,6 +65,7 @@ class TransformersEngine(Engine):
             prompt = request.prompt or ""
             tokens = self.tokenizer(prompt).input_ids
         max_tokens = check_context(len(tokens), request.max_tokens, self.context_length)
+        check_logit_bias(request.logit_bias, self.model.config.vocab_size)
         return Prepared(request, prompt, len(tokens), max_tokens, tokens)
 
     def stream(self, prepared: Prepared):
@@ -78,9 +80,12 @@ class TransformersEngine(Engine):
         rng = torch.Generator().manual_seed(r.seed if r.seed is not None else random.getrandbits(31))
         out = TextAssembler(r.stop)
         ids, past, generated, emitted, reason = torch.tensor([p.tokens]), None, [], "", "length"
+        bias_ids = torch.tensor(list(r.logit_bias), dtype=torch.long)
+        bias = torch.tensor(list(r.logit_bias.values()), dtype=torch.float32)
         while len(generated) < p.max_tokens and not cancel.is_set():
             result = self.model(input_ids=ids, past_key_values=past, use_cache=True)
             past, logits = result.past_key_values, result.logits[0, -1].float()
+            logits[bias_ids] += bias
             token = _sample(logits, r.temperature, r.top_p, rng)
             if token in self.eos_ids:
                 reason = "stop"

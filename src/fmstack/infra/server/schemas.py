@@ -48,6 +48,7 @@ class _Sampling(BaseModel):
     top_p: float = Field(1.0, gt=0, le=1)
     stop: str | list[str] | None = None
     seed: int | None = None
+    logit_bias: dict[str, float] | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
     n: int = Field(1, ge=1, le=1, description="Only one choice per request is supported.")
@@ -59,6 +60,19 @@ class _Sampling(BaseModel):
         if isinstance(v, list) and len(v) > 4:
             raise ValueError("at most 4 stop sequences")
         return v
+
+    @field_validator("logit_bias")
+    @classmethod
+    def _token_ids_and_bounds(cls, v):
+        for key, bias in (v or {}).items():
+            if not key.lstrip("-").isdigit() or int(key) < 0:
+                raise ValueError(f"logit_bias keys are token ids; {key!r} is not one")
+            if not -100 <= bias <= 100:
+                raise ValueError(f"logit_bias values must be between -100 and 100; token {key} has {bias}")
+        return v
+
+    def biases(self) -> dict[int, float]:
+        return {int(k): float(b) for k, b in (self.logit_bias or {}).items()}
 
     def stops(self) -> list[str]:
         return [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
@@ -88,6 +102,7 @@ class ChatCompletionRequest(_Sampling):
             top_p=self.top_p,
             stop=self.stops(),
             seed=self.seed,
+            logit_bias=self.biases(),
             response_format=self.response_format,
             logprobs=self.logprobs,
             top_logprobs=self.top_logprobs,
@@ -116,6 +131,7 @@ class CompletionRequest(_Sampling):
             top_p=self.top_p,
             stop=self.stops(),
             seed=self.seed,
+            logit_bias=self.biases(),
             logprobs=self.logprobs is not None,
             top_logprobs=self.logprobs or 0,
         )
