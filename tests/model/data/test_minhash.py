@@ -8,8 +8,8 @@ import sys
 import numpy as np
 import pytest
 
-from fmstack.model.data.dedup import similarities
-from fmstack.model.data.minhash import optimal_params, signatures
+from fmstack.model.data.dedup import find_duplicates, similarities
+from fmstack.model.data.minhash import optimal_params, signatures, verified_params
 from fmstack.model.data.shingles import dedup_words, fingerprints, shingle_hashes
 from fmstack.model.data.synthetic import planted_corpus
 
@@ -133,3 +133,11 @@ def test_vectorized_shingles_equal_the_word_by_word_reference():
         assert shingle_hashes(text, 3).tolist() == batch[i].tolist()  # alone or in a batch: the same
     assert len(batch[5]) == 0 and len(batch[4]) == 1
     assert dedup_words(TRICKY[1])[:4] == ["café", "quoted", "text", "with"]  # curly quotes and … separate words
+
+
+def test_documents_with_nothing_in_common_form_no_clusters():
+    """No LSH band is shared, so there are no candidate pairs at all: nothing is removed (and nothing breaks)."""
+    texts = [" ".join(f"w{i}x{j}" for j in range(40)) for i in range(50)]
+    fp = fingerprints(texts, 3)
+    result = find_duplicates(fp.exact, signatures(fp, 128), verified_params(0.7, 128), 0.7)
+    assert not result.removed.any() and result.clusters == []

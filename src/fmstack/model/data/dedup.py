@@ -124,7 +124,9 @@ def _candidates(band_columns: Iterable[np.ndarray], n: int) -> tuple[np.ndarray,
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
     # sort and drop repeats: np.unique (hash-based since NumPy 2.3) took 10x longer on these millions of keys
     keys = np.sort(np.concatenate(keys))
-    return np.divmod(keys[np.r_[True, keys[1:] != keys[:-1]]], n)
+    first = np.ones(len(keys), dtype=bool)
+    first[1:] = keys[1:] != keys[:-1]
+    return np.divmod(keys[first], n)
 
 
 def similarities(sigs: Signatures, a: np.ndarray, b: np.ndarray) -> np.ndarray:
