@@ -53,12 +53,12 @@ class TrainSpec(_Strict):
     """The optimisation. `batch_size` is per process and per micro-step: a step sees batch_size × grad_accum ×
     processes blocks."""
 
-    steps: int = Field(300, ge=1)
+    steps: int = Field(200, ge=1)
     batch_size: int = Field(8, ge=1)
     grad_accum: int = Field(1, ge=1)
     lr: float = Field(2e-3, gt=0, le=1)
     min_lr_ratio: float = Field(0.1, ge=0, le=1, description="the cosine decays to lr × this")
-    warmup: int = Field(30, ge=0, description="steps of linear warmup from 0 to lr")
+    warmup: int = Field(20, ge=0, description="steps of linear warmup from 0 to lr")
     weight_decay: float = Field(0.1, ge=0)
     beta1: float = Field(0.9, ge=0, lt=1)
     beta2: float = Field(0.95, ge=0, lt=1)

@@ -264,9 +264,10 @@ def pretrain(plan: Plan, report: Report = _quiet) -> PretrainResult:
     model, optimizer = accelerator.prepare(model, optimizer)
     # Stepped by us once per optimizer step (accelerate would step a prepared scheduler once per process).
     accelerator.register_for_checkpointing(scheduler)
-    state = _resume(accelerator, plan) if plan.resume_from else {"step": 0, "train_s": 0.0, "wall_s": 0.0}
+    fresh = {"step": 0, "data_position": 0, "train_s": 0.0, "wall_s": 0.0}
+    state = _resume(accelerator, plan) if plan.resume_from else fresh
     per_step = t.batch_size * t.grad_accum * accelerator.num_processes
-    order = BlockOrder(plan.n_train, t.seed, state["step"] * per_step, t.steps * per_step)
+    order = BlockOrder(plan.n_train, t.seed, state["data_position"], t.steps * per_step)
     train_loader = DataLoader(Blocks(plan.blocks, 0, plan.n_train), batch_size=t.batch_size, sampler=order)
     val = Blocks(plan.blocks, plan.n_train, plan.n_train + min(plan.n_val, t.eval_blocks))
     train_loader, val_loader = accelerator.prepare(train_loader, DataLoader(val, batch_size=t.batch_size))
@@ -274,7 +275,7 @@ def pretrain(plan: Plan, report: Report = _quiet) -> PretrainResult:
     loop = _Loop(plan, accelerator, model, optimizer, scheduler, val_loader, log, report, state)
     if accelerator.is_main_process:
         report("start", {"step": state["step"], "steps": t.steps, "parameters": _parameters(model)})
-    loop.run(train_loader, per_step * int(plan.manifest["block_size"]))
+    loop.run(train_loader, per_step)
     summary = loop.finish()
     accelerator.end_training()
     return PretrainResult(summary, accelerator.is_main_process)
@@ -343,7 +344,9 @@ class _Loop:
         self.step, self.train_s, self.wall_s = state["step"], state["train_s"], state["wall_s"]
         self.last_val: dict[str, Any] | None = state.get("last_val")
 
-    def run(self, loader: DataLoader, tokens_per_step: int) -> None:
+    def run(self, loader: DataLoader, blocks_per_step: int) -> None:
+        self.blocks_per_step = blocks_per_step
+        tokens_per_step = blocks_per_step * int(self.plan.manifest["block_size"])
         acc, model = self.accelerator, self.model
         model.train()
         losses: list[torch.Tensor] = []
@@ -387,6 +390,7 @@ class _Loop:
             state = {
                 "identity": self.plan.identity(),
                 "processes": self.accelerator.num_processes,
+                "data_position": self.step * self.blocks_per_step,  # blocks read from the seeded stream
                 "train_s": self.train_s,
                 "wall_s": self.wall_s,
                 "last_val": self.last_val,
