@@ -104,6 +104,15 @@ def test_pipeline_file_errors_name_file_line_and_field(tmp_path):
     assert proc.returncode == 2 and "nowhere: no such file or folder" in proc.stderr
 
 
+def test_dedup_of_a_corpus_without_duplicates_keeps_everything(tmp_path):
+    words = [f"word{i}" for i in range(2000)]
+    docs = [" ".join(words[i * 40 : i * 40 + 40]) for i in range(50)]  # no shingle in common
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
+    proc = fmstack("dedup", str(tmp_path / "in.jsonl"), "-o", str(tmp_path / "out"))
+    assert proc.returncode == 0, proc.stderr
+    assert len(_kept(tmp_path / "out")) == 50 and (tmp_path / "out" / "clusters.jsonl").read_text() == ""
+
+
 def test_stats_reports_without_writing_data(tmp_path):
     (tmp_path / "in.jsonl").write_text(
         "".join(json.dumps({"text": f"Sentence number {i} is here."}) + "\n" for i in range(30))

@@ -207,7 +207,7 @@ def _stage_b(spec: PipelineSpec, shards: list[Shard], work: Path, out: Path, pro
 
 def _write_clusters(out: Path, work: Path, shards: list[Shard], result: Any) -> None:
     """One line per cluster: the kept document and each removed one, with how it matched — for a person to check."""
-    wanted = np.unique([i for c in result.clusters for i in (c.kept, *(m.index for m in c.members))])
+    wanted = np.unique(np.array([i for c in result.clusters for i in (c.kept, *(m.index for m in c.members))], int))
     where: dict[int, dict[str, Any]] = {}
     start = 0
     for s in shards:
