@@ -22,6 +22,7 @@ from fmstack.config import Settings
 from fmstack.errors import InvalidRequest
 from fmstack.infra.registry import Registry
 from fmstack.model.train.chat_data import read_records
+from fmstack.model.train.trainer_progress import quiet_libraries
 
 ENCODER = "all-minilm-l6-v2"  # the packaged sentence encoder; its folder is a plain BERT checkpoint
 
@@ -95,6 +96,7 @@ def train_classifier(
 
 
 def _train(examples, labels, encoder: Path, out: Path, config: ClassifyConfig, callbacks) -> dict[str, Any]:
+    import torch
     import transformers
     from sklearn.model_selection import train_test_split
     from transformers import (
@@ -105,8 +107,7 @@ def _train(examples, labels, encoder: Path, out: Path, config: ClassifyConfig, c
         TrainingArguments,
     )
 
-    transformers.logging.set_verbosity_error()  # "newly initialized classifier weights" is the point here
-    transformers.logging.disable_progress_bar()  # the Trainer's progress is shown by the caller's callbacks
+    quiet_libraries()  # "newly initialized classifier weights" is the point here
     transformers.set_seed(config.seed)
     train, held = train_test_split(
         examples, test_size=config.eval_split, stratify=[e.label for e in examples], random_state=config.seed
@@ -129,6 +130,7 @@ def _train(examples, labels, encoder: Path, out: Path, config: ClassifyConfig, c
         save_strategy="no",
         report_to="none",
         disable_tqdm=True,
+        dataloader_pin_memory=torch.cuda.is_available(),  # pinning is for GPU copies; on CPU it only warns
         seed=config.seed,
     )
     trainer = Trainer(

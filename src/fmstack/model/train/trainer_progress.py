@@ -6,6 +6,8 @@ step count, the latest loss and the time left; on other ranks of a distributed r
 
 from __future__ import annotations
 
+import warnings
+
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from transformers import TrainerCallback
@@ -40,3 +42,15 @@ class RichProgress(TrainerCallback):
         if self._bar is not None:
             self._bar.stop()
             self._bar = None
+
+
+def quiet_libraries() -> None:
+    """Silence the libraries' own bars and notices (weight loading, dataset mapping, deprecations inside TRL):
+    the user sees fmstack's bar and summary, and real errors still surface as exceptions."""
+    import datasets
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+    datasets.disable_progress_bars()
+    warnings.filterwarnings("ignore", message=r".*gradient_checkpointing\w* is deprecated", category=FutureWarning)
