@@ -117,23 +117,24 @@ def export_gguf(checkpoint: Path, out: Path, quant: str, name: str, progress: Pr
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(out.name + ".partial")
     if quant in ("f32", "f16"):
-        _write(checkpoint, config, vocab, name, partial, quant, progress)
+        plan = _write(checkpoint, config, vocab, name, partial, quant, progress)
+        types = Counter("F16" if dtype == np.float16 else "F32" for _, dtype in plan)
     else:
         source = out.with_name(out.name + ".f32.partial")
         try:
-            _write(checkpoint, config, vocab, name, source, "f32", progress)
+            plan = _write(checkpoint, config, vocab, name, source, "f32", progress)
             _quantize(source, partial, quant, progress)
         finally:
             source.unlink(missing_ok=True)
+        types = Counter(t.tensor_type.name for t in gguf.GGUFReader(partial).tensors)  # what llama.cpp chose
     partial.replace(out)
-    tensors = gguf.GGUFReader(out).tensors
-    types = Counter(t.tensor_type.name for t in tensors)
     # k-quants pack 256 values per super-block along a row; llama.cpp stores shorter-row matrices as Q5_0/Q8_0.
-    fallback = sum(len(t.shape) > 1 and t.shape[0] % 256 != 0 for t in tensors) if quant == "q4_k_m" else 0
+    fallback = sum(len(shape) > 1 and shape[-1] % 256 != 0 for shape, _ in plan) if quant == "q4_k_m" else 0
     return Exported(out, quant, out.stat().st_size, config.max_position_embeddings, dict(types), fallback)
 
 
-def _write(checkpoint, config: LlamaConfig, vocab, name: str, path: Path, quant: str, progress) -> None:
+def _write(checkpoint, config, vocab, name: str, path: Path, quant: str, progress) -> list[tuple[tuple, np.dtype]]:
+    """Write the GGUF; return each tensor's (Hugging Face shape, dtype written)."""
     writer = gguf.GGUFWriter(path, gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH.LLAMA])
     _add_hyperparameters(writer, config, name, QUANTS[quant])
     vocab.add_to(writer)
@@ -156,6 +157,7 @@ def _write(checkpoint, config: LlamaConfig, vocab, name: str, path: Path, quant:
                     progress("writing", done, total)
         finally:
             writer.close()
+    return [(shape, dtype) for _, shape, dtype, _ in tensors]
 
 
 def _add_hyperparameters(writer: gguf.GGUFWriter, config: LlamaConfig, name: str, file_type: int) -> None:
