@@ -323,12 +323,16 @@ def minilm_folder() -> Path:
     return Path(spec.submodule_search_locations[0]) / "model"
 
 
-def metaspace_checkpoint(folder: Path) -> Path:
-    """A Llama whose tokenizer is SentencePiece-style (Metaspace): llama.cpp's gpt2 tokenizer cannot reproduce it."""
-    save_tokenizer(train_bpe(WIKI[:200], vocab_size=300, byte_level=False), folder)
-    LlamaForCausalLM(
+def small_checkpoint(folder: Path, case: str) -> Path:
+    """A one-layer Llama that cannot be exported faithfully: with a SentencePiece-style (Metaspace) tokenizer, which
+    llama.cpp's gpt2 tokenizer cannot reproduce, or with an unmerged LoRA tensor llama.cpp has no place for."""
+    save_tokenizer(train_bpe(WIKI[:200], vocab_size=300, byte_level=case != "metaspace"), folder)
+    model = LlamaForCausalLM(
         LlamaConfig(vocab_size=300, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2)
-    ).save_pretrained(folder)
+    )
+    if case == "lora":
+        model.model.layers[0].self_attn.q_proj.register_parameter("lora_A", torch.nn.Parameter(torch.zeros(4, 32)))
+    model.save_pretrained(folder)
     return folder
 
 
@@ -339,31 +343,27 @@ def metaspace_checkpoint(folder: Path) -> Path:
         ("empty", ["--quant", "f16"], "no config.json"),
         ("bert", ["--quant", "f16"], "field 'architectures' is ['BertModel']"),
         ("metaspace", ["--quant", "f16"], "tokenizer.json: field 'pre_tokenizer' is Metaspace"),
+        ("lora", ["--quant", "q8_0"], "tensor 'model.layers.0.self_attn.q_proj.lora_A' has no llama.cpp equivalent"),
         ("empty", ["--quant", "q5_1"], "--quant 'q5_1' is not supported; use one of f32, f16, q8_0, q4_k_m"),
         ("empty", ["--format", "onnx"], "--format 'onnx' is not supported; use gguf"),
     ],
 )
 def test_bad_input_is_one_clear_line_and_exit_2(case, args, expected, tmp_path):
     home = make_home(tmp_path / "home")
-    target = {
-        "file": tmp_path / "weights.bin",
-        "empty": tmp_path / "empty",
-        "bert": minilm_folder(),
-        "metaspace": tmp_path / "metaspace",
-    }[case]
+    target = {"file": tmp_path / "weights.bin", "bert": minilm_folder()}.get(case, tmp_path / case)
     if case == "file":
         target.write_bytes(b"not a checkpoint")
     elif case == "empty":
         target.mkdir()
-    elif case == "metaspace":
-        metaspace_checkpoint(target)
+    elif case != "bert":
+        small_checkpoint(target, case)
     result = runner.invoke(
         app, ["model", "export", str(target), "--name", "bad", *args], env={"FMSTACK_HOME": str(home)}
     )
     assert result.exit_code == 2, result.output
     assert expected in result.output
     assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
-    assert not (home / "models").exists()
+    assert not list(home.glob("models/*"))  # nothing written, not even a partial file
     assert "bad" not in (home / "models.toml").read_text()
 
 

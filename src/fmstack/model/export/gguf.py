@@ -116,18 +116,19 @@ def export_gguf(checkpoint: Path, out: Path, quant: str, name: str, progress: Pr
     vocab = read_vocab(checkpoint, config.vocab_size)
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(out.name + ".partial")
-    if quant in ("f32", "f16"):
-        plan = _write(checkpoint, config, vocab, name, partial, quant, progress)
-        types = Counter("F16" if dtype == np.float16 else "F32" for _, dtype in plan)
-    else:
-        source = out.with_name(out.name + ".f32.partial")
-        try:
+    source = out.with_name(out.name + ".f32.partial")  # what llama.cpp quantizes
+    try:
+        if quant in ("f32", "f16"):
+            plan = _write(checkpoint, config, vocab, name, partial, quant, progress)
+            types = Counter("F16" if dtype == np.float16 else "F32" for _, dtype in plan)
+        else:
             plan = _write(checkpoint, config, vocab, name, source, "f32", progress)
             _quantize(source, partial, quant, progress)
-        finally:
-            source.unlink(missing_ok=True)
-        types = Counter(t.tensor_type.name for t in gguf.GGUFReader(partial).tensors)  # what llama.cpp chose
-    partial.replace(out)
+            types = Counter(t.tensor_type.name for t in gguf.GGUFReader(partial).tensors)  # what llama.cpp chose
+        partial.replace(out)
+    finally:  # an interrupted export leaves no half-written file behind
+        source.unlink(missing_ok=True)
+        partial.unlink(missing_ok=True)
     # k-quants pack 256 values per super-block along a row; llama.cpp stores shorter-row matrices as Q5_0/Q8_0.
     fallback = sum(len(shape) > 1 and shape[-1] % 256 != 0 for shape, _ in plan) if quant == "q4_k_m" else 0
     return Exported(out, quant, out.stat().st_size, config.max_position_embeddings, dict(types), fallback)
@@ -244,5 +245,4 @@ def _quantize(source: Path, target: Path, quant: str, progress: Progress | None)
     finally:
         log.setLevel(level)
     if failed:
-        target.unlink(missing_ok=True)
         raise FmstackError(f"llama.cpp could not quantize {source} to {quant} (code {failed}).")
