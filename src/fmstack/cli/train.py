@@ -185,3 +185,78 @@ def _print_pretrain(summary: dict, out: Path, name: str | None) -> None:
     console.print(f"wrote {out}/ (Hugging Face checkpoint), metrics.jsonl, summary.json, loss.png")
     if name:
         console.print(f"registered as [cyan]{name}[/] (engine transformers)")
+
+
+@train_app.command("dpo")
+def dpo(
+    model: str = typer.Option(..., "--model", help="A registry model (GGUF models are converted once) or HF folder."),
+    data: Path = typer.Option(..., "--data", help="Preference pairs: JSONL of {prompt, chosen, rejected}."),
+    out: Path = typer.Option(..., "--out", help="New folder for model/ (merged), adapter/ and summary.json."),
+    eval_data: Path | None = typer.Option(None, "--eval-data", help="Held-out pairs, scored before and after."),
+    beta: float = typer.Option(0.1, "--beta", help="How far the policy may move from the reference (higher: less)."),
+    lora: bool = typer.Option(True, "--lora/--no-lora", help="LoRA adapters (reference = adapter off) or all weights."),
+    epochs: float = typer.Option(1.0, "--epochs", help="Passes over the pairs."),
+    steps: int | None = typer.Option(None, "--steps", help="Optimizer steps (overrides --epochs)."),
+    lr: float | None = typer.Option(None, "--lr", help="Peak learning rate (default 5e-5 with LoRA, 5e-7 without)."),
+    batch_size: int = typer.Option(2, "--batch-size", help="Pairs per batch and process."),
+    grad_accum: int = typer.Option(1, "--grad-accum", help="Batches per optimizer step."),
+    max_length: int = typer.Option(1024, "--max-length", help="Token limit of prompt + answer; longer pairs fail."),
+    lora_r: int = typer.Option(8, "--lora-r", help="LoRA rank."),
+    lora_alpha: int = typer.Option(16, "--lora-alpha", help="LoRA scaling numerator (scale = alpha / r)."),
+    target_modules: str = typer.Option("q_proj,v_proj", "--target-modules", help="Comma-separated linear modules."),
+    name: str | None = typer.Option(None, "--name", help="Register model/ under this name (engine transformers)."),
+    seed: int = typer.Option(0, "--seed", help="Seed for shuffling and the LoRA init."),
+) -> None:
+    """Preference tuning with DPO (TRL) on chosen/rejected pairs; rewards and margins before and after.
+
+    Pairs are TRL's standard (strings) or conversational (message lists) format, as `fmstack data from-traces
+    --format dpo` writes them. Runs unchanged under `accelerate launch -m fmstack train dpo ...`.
+
+    Example: fmstack train dpo --model smollm2-135m-instruct --data prefs.jsonl --out runs/dpo --steps 50
+    """
+    from accelerate import PartialState
+
+    from fmstack.cli.common import preparing
+    from fmstack.model.train.dpo import DpoConfig, train_dpo
+    from fmstack.model.train.trainer_progress import RichProgress
+
+    config = DpoConfig(
+        model=model,
+        data=data,
+        out=out,
+        eval_data=eval_data,
+        beta=beta,
+        lora=lora,
+        epochs=epochs,
+        steps=steps,
+        lr=lr,
+        batch_size=batch_size,
+        grad_accum=grad_accum,
+        max_length=max_length,
+        lora_r=lora_r,
+        lora_alpha=lora_alpha,
+        target_modules=tuple(m.strip() for m in target_modules.split(",") if m.strip()),
+        name=name,
+        seed=seed,
+    )
+    try:
+        summary = train_dpo(config, get_settings(), [RichProgress(console, "DPO")], preparing)
+    except FmstackError as exc:
+        fail(exc)
+    if PartialState().is_main_process:
+        _print_dpo(summary, out)
+
+
+def _print_dpo(summary: dict, out: Path) -> None:
+    console.print(f"{summary['pairs']['train']} pairs, {summary['steps']} steps in {summary['train_seconds']:.0f} s")
+    for split, count in summary["pairs"].items():
+        before, after = summary["before"][split], summary["after"][split]
+        console.print(
+            f"  {split.replace('_', '-')} pairs ({count}): loss {before['loss']:.3f} -> {after['loss']:.3f}, "
+            f"reward margin {after['rewards/margins']:+.3f}, reward accuracy {after['rewards/accuracies']:.2f}, "
+            f"log-prob margin (chosen - rejected) {before['logps/margin']:+.2f} -> {after['logps/margin']:+.2f}"
+        )
+    written = [part for part in (summary["adapter"], summary["model"]) if part]
+    console.print(f"wrote {', '.join(f'{out / part}/' for part in written)} and {out / 'summary.json'}")
+    if summary["config"]["name"]:
+        console.print(f"registered as [cyan]{summary['config']['name']}[/] (engine transformers)")

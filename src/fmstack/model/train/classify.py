@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import shutil
 import time
@@ -71,7 +72,7 @@ def check_classes(path: Path, examples: list[Example], eval_split: float) -> lis
             f"{path}: label(s) {', '.join(map(repr, rare))} occur once; each label needs at least two examples "
             "(one to learn, one to test). Add examples or fix the label."
         )
-    held_out = round(len(examples) * eval_split)
+    held_out = math.ceil(len(examples) * eval_split)  # as scikit-learn's train_test_split counts it
     if held_out < len(counts) or len(examples) - held_out < len(counts):
         raise InvalidRequest(
             f"{path}: {len(examples)} examples and --eval-split {eval_split} cannot hold out and train on each of "
@@ -86,7 +87,7 @@ def train_classifier(
     """Validate, split, score before, train, score after, save; returns (and writes) the summary."""
     examples = load_labelled(data, config.text_field, config.label_field)
     labels = check_classes(data, examples, config.eval_split)
-    if out.exists() and any(out.iterdir()) and not force:
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:
         raise InvalidRequest(f"{out} already holds files; choose a new --out folder or add --force to replace it.")
     encoder = Registry(settings).get(ENCODER).local_path(settings)
     import torch
