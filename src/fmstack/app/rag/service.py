@@ -1,4 +1,5 @@
-"""`Rag`: collections, ingestion and retrieval over one store, one embedding model and the vector index files.
+"""`Rag`: collections, ingestion and retrieval over one store, one embedding model and the vector index: files
+beside the store, or the store itself when it is PostgreSQL with pgvector (`fmstack.app.rag.pg_index`).
 
 The server keeps one `Rag` (its indexes stay loaded, and reload when an ingestion elsewhere saved a newer one);
 each CLI command makes its own.
@@ -6,7 +7,9 @@ each CLI command makes its own.
 
 from __future__ import annotations
 
+import functools
 import json
+import logging
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -17,9 +20,10 @@ from sqlalchemy.orm import sessionmaker
 
 from fmstack.app.rag.chunking import ChunkConfig, Tokenizer
 from fmstack.app.rag.collections import delete_collection, get_collection, index_dir, list_collections
-from fmstack.app.rag.index import VectorIndex
+from fmstack.app.rag.index import Index, VectorIndex
 from fmstack.app.rag.ingest import Ingestor, IngestReport, Progress
 from fmstack.app.rag.keyword import keyword_search
+from fmstack.app.rag.pg_index import PgVectorIndex, vector_dimensions
 from fmstack.app.rag.retrieve import (
     Filters,
     Hit,
@@ -37,6 +41,8 @@ from fmstack.infra.store.schema import RagChunk, RagCollection
 
 HEADING_ROOM = 32  # tokens kept free for the heading path embedded with each chunk
 
+log = logging.getLogger(__name__)
+
 
 class Rag:
     def __init__(self, sessions: sessionmaker, settings: Settings, pool: EnginePool):
@@ -45,8 +51,9 @@ class Rag:
         self.pool = pool
         self.embedding_model = settings.embedding_model
         self._tokenizer: Tokenizer | None = None
-        self._indexes: dict[str, VectorIndex] = {}
+        self._indexes: dict[str, Index] = {}
         self._lock = threading.Lock()
+        self._told: set[int] = set()  # collection dimensions already told that they stay in files
 
     # ------------------------------------------------------------------ the embedding model
 
@@ -105,11 +112,34 @@ class Rag:
     def _dir(self, uid: str) -> Path:
         return self.settings.home / "rag" / uid
 
-    def open_index_for_update(self, collection_id: int) -> VectorIndex:
-        """The collection's saved index if it matches the store, else one rebuilt from the stored embeddings."""
+    @functools.cached_property
+    def _pgvector_dims(self) -> int | None:
+        """The dimensions of the store's pgvector column, None without one. A PostgreSQL store without one says
+        why, once: replicas sharing it will each keep their own index files."""
+        with self.sessions() as s:
+            dims, why = vector_dimensions(s)
+        if why:
+            log.warning("RAG vectors are kept in index files under %s: %s", self.settings.home / "rag", why)
+        return dims
+
+    def _in_store(self, dimensions: int) -> bool:
+        """Whether a collection of these dimensions keeps its vectors in PostgreSQL (pgvector), not in files."""
+        dims = self._pgvector_dims
+        if dims is not None and dims != dimensions and dimensions not in self._told:
+            self._told.add(dimensions)
+            log.warning(
+                "RAG vectors of %d dimensions are kept in index files: pgvector's column has %d", dimensions, dims
+            )
+        return dims == dimensions
+
+    def open_index_for_update(self, collection_id: int) -> Index:
+        """The collection's pgvector index, or its saved index files if they match the store, else an index rebuilt
+        from the stored embeddings."""
         with self.sessions() as s:
             collection = s.get(RagCollection, collection_id)
             uid, dims, generation = collection.uid, collection.dimensions, collection.generation
+        if self._in_store(dims):
+            return PgVectorIndex.open(self.sessions, collection_id, dims)
         index = VectorIndex.load(self._dir(uid), dims)
         if index is not None and index.generation == generation:
             return index
@@ -137,15 +167,23 @@ class Rag:
             index.generation = collection.generation
         return index
 
-    def save_index(self, uid: str, index: VectorIndex, generation: int) -> None:
+    def save_index(self, uid: str, index: Index, generation: int) -> None:
         index.save(self._dir(uid), generation)
         with self._lock:
             self._indexes[uid] = index
 
-    def index(self, collection: RagCollection) -> VectorIndex:
+    def index(self, collection: RagCollection) -> Index:
         """The index to search: loaded once, reloaded when a newer one was saved (by an ingestion in another
         process), rebuilt from the store when there is none. A slightly stale index is fine: hits are read back
-        from the store, so deleted chunks drop out, and keyword search sees new chunks at once."""
+        from the store, so deleted chunks drop out, and keyword search sees new chunks at once. The pgvector
+        index is always current; it is reopened when the collection changed only to fill vectors still missing."""
+        if self._in_store(collection.dimensions):
+            with self._lock:
+                current = self._indexes.get(collection.uid)
+                if current is None or current.generation != collection.generation:
+                    current = PgVectorIndex.open(self.sessions, collection.id, collection.dimensions)
+                    self._indexes[collection.uid] = current
+                return current
         directory = index_dir(self.settings.home, collection)
         saved = VectorIndex.saved_generation(directory)
         with self._lock:
