@@ -57,7 +57,7 @@ def test_dpo_with_lora_widens_the_margin_on_its_pairs(smollm2_home, tmp_path, mo
     result = run("--data", str(data), "--out", str(out), *options)
     assert result.exit_code == 0, result.output
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["pairs"] == {"train": 4, "held_out": 1} and summary["steps"] == 4
+    assert summary["pairs"] == {"train": 4, "held_out": 1} and summary["steps"] == 4 and summary["processes"] == 1
     assert summary["format"] == "conversational" and set(summary["after"]["held_out"]) == set(summary["after"]["train"])
     before, after = summary["before"]["train"], summary["after"]["train"]
     assert before["rewards/margins"] == pytest.approx(0, abs=1e-6)  # the policy starts as the reference

@@ -96,6 +96,7 @@ def train_dpo(config: DpoConfig, settings: Settings, callbacks=(), preparing: Pr
         "format": "conversational" if isinstance(splits["train"][0], ConversationalPair) else "standard",
         "longest_pair_tokens": max(max(n) for n in lengths.values()),
         "steps": trainer.state.global_step,
+        "processes": trainer.accelerator.num_processes,
         "train_seconds": round(seconds, 1),
         "config": {**asdict(config), "lr": config.learning_rate},
         "before": before,
