@@ -7,7 +7,15 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 from fmstack.cli.common import console, fail
 from fmstack.config import get_settings
@@ -18,6 +26,100 @@ train_app = typer.Typer(
     "Example: fmstack train pretrain --data data/clean/blocks --config tiny --out runs/tiny",
     no_args_is_help=True,
 )
+
+
+@contextmanager
+def _finetune_progress() -> Iterator[Callable[[str, int, int | None, float | None], None]]:
+    """One bar per stage of a fine-tune (base model, eval before, training with its loss, eval after, saving)."""
+    columns = (BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[loss]}"), TimeElapsedColumn())
+    with Progress("{task.description}", *columns, console=console, transient=True) as bar:
+        tasks: dict[str, TaskID] = {}
+
+        def update(stage: str, done: int, total: int | None, loss: float | None) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(stage, total=total, loss="")
+            bar.update(tasks[stage], completed=done, total=total, loss="" if loss is None else f"loss {loss:.4f}")
+
+        yield update
+
+
+@train_app.command("finetune")
+def finetune(
+    model: str = typer.Option(..., "--model", help="A registry model (GGUF models are converted once) or HF folder."),
+    data: Path = typer.Option(..., "--data", help="Training file: JSONL (or a JSON array) of {messages: [...]}."),
+    out: Path = typer.Option(..., "--out", help="New folder for adapter/, model/ and summary.json."),
+    method: str = typer.Option("lora", "--method", help="lora (PEFT adapters) or full (every weight)."),
+    eval_data: Path | None = typer.Option(None, "--eval-data", help="Held-out file (default: split from --data)."),
+    eval_split: float = typer.Option(0.1, "--eval-split", help="Fraction of --data held out when no --eval-data."),
+    epochs: int = typer.Option(1, "--epochs", help="Passes over the training data."),
+    steps: int | None = typer.Option(None, "--steps", help="Optimizer steps (overrides --epochs)."),
+    lr: float | None = typer.Option(None, "--lr", help="Peak learning rate (default 2e-4 lora, 2e-5 full)."),
+    batch_size: int = typer.Option(4, "--batch-size", help="Conversations per batch and process."),
+    grad_accum: int = typer.Option(1, "--grad-accum", help="Batches per optimizer step."),
+    max_length: int | None = typer.Option(None, "--max-length", help="Token limit (default: the model's context)."),
+    truncate: bool = typer.Option(False, "--truncate", help="Cut longer conversations instead of failing."),
+    lora_r: int = typer.Option(8, "--lora-r", help="LoRA rank."),
+    lora_alpha: int = typer.Option(16, "--lora-alpha", help="LoRA scaling numerator (scale = alpha / r)."),
+    lora_dropout: float = typer.Option(0.05, "--lora-dropout", help="Dropout on the LoRA input."),
+    target_modules: str = typer.Option("q_proj,v_proj", "--target-modules", help="Comma-separated linear modules."),
+    merge: bool = typer.Option(False, "--merge", help="Also write model/: the adapter merged into the weights."),
+    name: str | None = typer.Option(None, "--name", help="Register model/ under this name (implies --merge)."),
+    seed: int = typer.Option(0, "--seed", help="Seed for the split, shuffling, dropout and LoRA init."),
+) -> None:
+    """Supervised fine-tuning on chat data (loss on assistant tokens only), LoRA or full; runs under accelerate.
+
+    Every input is validated before the first step (file, line and field for bad records; lengths against
+    --max-length; LoRA target modules). Runs unchanged under `accelerate launch -m fmstack train finetune ...`.
+
+    Example: fmstack train finetune --model smollm2-135m-instruct --data examples/train/sft/train.jsonl --out runs/sft
+    """
+    from accelerate import PartialState
+
+    from fmstack.model.train.finetune import FinetuneConfig
+    from fmstack.model.train.finetune import finetune as run_finetune
+
+    config = FinetuneConfig(
+        model=model,
+        data=data,
+        out=out,
+        method=method,
+        eval_data=eval_data,
+        eval_split=eval_split,
+        epochs=epochs,
+        steps=steps,
+        lr=lr,
+        batch_size=batch_size,
+        grad_accum=grad_accum,
+        max_length=max_length,
+        truncate=truncate,
+        lora_r=lora_r,
+        lora_alpha=lora_alpha,
+        lora_dropout=lora_dropout,
+        target_modules=tuple(m.strip() for m in target_modules.split(",") if m.strip()),
+        merge=merge,
+        name=name,
+        seed=seed,
+    )
+    try:
+        with _finetune_progress() as progress:
+            summary = run_finetune(config, get_settings(), progress)
+    except FmstackError as exc:
+        fail(exc)
+    if PartialState().is_main_process:
+        _print_finetune(summary, out)
+
+
+def _print_finetune(summary: dict, out: Path) -> None:
+    before, after = summary["eval_loss_before"], summary["eval_loss_after"]
+    console.print(
+        f"{summary['steps']} steps in {summary['seconds']:.0f} s; train loss {summary['train_loss_first']:.3f} -> "
+        f"{summary['train_loss_last']:.3f}"
+        + (f"; eval loss {before:.3f} -> {after:.3f}" if before is not None else "; no held-out data")
+    )
+    written = [part for part in (summary["adapter"], summary["model"]) if part]
+    console.print(f"wrote {', '.join(f'{out / part}/' for part in written)} and {out / 'summary.json'}")
+    if summary["config"]["name"]:
+        console.print(f"registered as [cyan]{summary['config']['name']}[/] (engine transformers)")
 
 
 @train_app.command("classify")
@@ -49,28 +151,6 @@ def classify(
     except FmstackError as exc:
         fail(exc)
     _print_classify(summary, out)
-
-
-def _print_classify(summary: dict, out: Path) -> None:
-    from rich.table import Table
-
-    before, after, labels = summary["before"], summary["after"], summary["labels"]
-    base = summary["majority_baseline"]
-    console.print(
-        f"{summary['train_examples']} train / {summary['eval_examples']} held out, {summary['train_seconds']:.0f} s; "
-        f"held-out accuracy {before['accuracy']:.3f} (untrained head) -> [bold]{after['accuracy']:.3f}[/] "
-        f"(majority baseline '{base['label']}' {base['accuracy']:.3f})"
-    )
-    table = Table("label", "precision", "recall", "f1", "support", *[f"→ {p}" for p in labels], title="after")
-    for label, row in zip(labels, after["confusion"], strict=True):
-        c = after["per_class"][label]
-        table.add_row(
-            label, f"{c['precision']:.3f}", f"{c['recall']:.3f}", f"{c['f1']:.3f}", str(c["support"]), *map(str, row)
-        )
-    console.print(table)
-    if summary["truncated"]:
-        console.print(f"[yellow]{summary['truncated']} text(s) longer than --max-length were cut.[/]")
-    console.print(f"wrote {out}/ (checkpoint with id2label) and {out / 'summary.json'}")
 
 
 def _print_classify(summary: dict, out: Path) -> None:
