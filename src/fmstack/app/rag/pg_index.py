@@ -7,7 +7,10 @@ that stored its chunk; a chunk whose vector is still missing (stored before the 
 stopped between the two commits) is filled from `rag_chunks.embedding` when an index is opened.
 
 A search restricted to a few allowed chunks is exact, as in the hnswlib index; otherwise the HNSW scan goes on
-until it has k rows that pass the filters (pgvector 0.8's iterative scan; older versions may return fewer).
+until it has k rows that pass the filters (pgvector 0.8's iterative scan, up to hnsw.max_scan_tuples rows: a
+small collection beside a big one, or a pgvector older than 0.8, may get fewer than k vector candidates; keyword
+search still sees every chunk). Writing costs more than in hnswlib: pgvector adds to its graph one row at a time,
+on one core (about 140 vectors/s against hnswlib's 1,350 on a loaded 2-core machine, 384 dimensions).
 """
 
 from __future__ import annotations
