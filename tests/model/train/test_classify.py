@@ -61,6 +61,8 @@ def test_small_spam_set_trains_well_above_chance(home, tmp_path, monkeypatch):
     assert classify("WINNER! Claim your free iPhone now, text WIN to 80888")[0]["label"] == "spam"
     assert classify("Running late, see you at the station at 7")[0]["label"] == "ham"
     assert "held-out accuracy" in result.output
+    again = run("--data", str(data), "--out", str(out))  # a finished run is not overwritten by accident
+    assert again.exit_code == 2 and "add --force to replace it" in " ".join(again.output.split())
 
 
 @pytest.mark.parametrize(
