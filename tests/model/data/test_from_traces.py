@@ -145,3 +145,24 @@ def test_bad_requests_exit_2_and_write_nothing(store, tmp_path, args, message):
     assert result.exit_code == 2
     assert message in " ".join(result.output.split())
     assert not out.exists()
+
+
+@pytest.mark.slow
+def test_feedback_given_through_a_real_server_becomes_a_pair(server, tmp_path, monkeypatch):
+    """The request as the server stores it (validated body, defaults and all), corrected through POST /v1/feedback."""
+    import httpx
+
+    question = [{"role": "user", "content": "What is the capital of France? One word."}]
+    body = {"model": "smollm2-135m-instruct", "messages": question, "max_tokens": 8, "temperature": 0}
+    response = httpx.post(
+        f"{server.base}/v1/chat/completions", json=body, headers={"X-Fmstack-App": "from-traces"}, timeout=120
+    ).json()
+    answer = response["choices"][0]["message"]["content"]
+    assert answer.strip() != "Paris, of course."
+    feedback = {"trace_id": response["id"], "rating": -1, "correction": "Paris, of course."}
+    assert httpx.post(f"{server.base}/v1/feedback", json=feedback, timeout=30).status_code == 200
+    monkeypatch.setenv("FMSTACK_HOME", str(server.home))
+    out = tmp_path / "prefs.jsonl"
+    result = run("--format", "dpo", "--app", "from-traces", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    assert records(out) == [{"prompt": question, "chosen": reply("Paris, of course."), "rejected": reply(answer)}]
