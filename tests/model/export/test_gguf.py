@@ -116,9 +116,11 @@ def smollm_tuned(tmp_path_factory, request) -> Tuned:
     settings = get_settings()
     packaged = Registry(settings).get(TEST_MODEL).local_path(settings)
     # Converting dequantizes every tensor in Python: most of a minute on a busy 2-core machine. The result depends
-    # only on the GGUF and transformers, so it is kept across runs in pytest's cache (written atomically).
-    cache = request.config.cache.mkdir(f"export-{packaged.stem}-transformers-{transformers.__version__}")
-    base = gguf_to_hf(packaged, cache / "hf")
+    # only on the GGUF and transformers, so it is kept across runs in pytest's cache (written atomically), when
+    # there is one (-p no:cacheprovider turns it off).
+    cache = getattr(request.config, "cache", None)
+    key = f"export-{packaged.stem}-transformers-{transformers.__version__}"
+    base = gguf_to_hf(packaged, (cache.mkdir(key) if cache else tmp_path_factory.mktemp(key)) / "hf")
     tokenizer = AutoTokenizer.from_pretrained(base)
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
     ids = prompt_ids(base)

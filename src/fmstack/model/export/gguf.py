@@ -236,10 +236,11 @@ def _quantize(source: Path, target: Path, quant: str, progress: Progress | None)
         progress("quantizing", 0, 0)
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = QUANTS[quant]
-    # llama.cpp logs a line per tensor through llama-cpp-python's logger; keep errors only, as Llama(verbose=False).
+    # llama.cpp logs a line per tensor through llama-cpp-python's logger, and each k-quant fallback at error level
+    # (we count and report those ourselves); a real failure is the return code.
     log = logging.getLogger("llama-cpp-python")
     level = log.level
-    log.setLevel(logging.ERROR)
+    log.setLevel(logging.CRITICAL)
     try:
         failed = llama_cpp.llama_model_quantize(str(source).encode(), str(target).encode(), ctypes.byref(params))
     finally:
