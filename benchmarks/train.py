@@ -176,6 +176,7 @@ def export(args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
         started = time.perf_counter()
         exported = export_gguf(checkpoint, work / f"smollm2.{quant}.gguf", quant, "smollm2-export")
         rows.append(_decode_row(f"fmstack export {quant}", exported.path, tokens, time.perf_counter() - started))
+        print(f"  {quant}: {rows[-1]['size_mb']} MB, {rows[-1]['value']:.1f} tokens/s", file=sys.stderr)
     return rows
 
 
