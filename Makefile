@@ -17,14 +17,26 @@ test: install system-deps
 
 install: $(STAMP)
 
+# llama.cpp 0.3.36 compiled for this CPU (-march=native) but without AMX: its AMX kernels run tile instructions
+# on worker threads that never asked Linux for AMX state, and die with SIGILL on Xeons that have it (XFD;
+# llama.cpp PR #26954). pip's own wheel cache ignores CMAKE_ARGS, so the wheel is kept under a name of its own.
+LLAMA_CPP := llama-cpp-python==0.3.36
+NO_AMX := $(if $(filter x86_64,$(shell uname -m)),-mno-amx-tile -mno-amx-int8 -mno-amx-bf16)
+LLAMA_WHEELS := $(HOME)/.cache/fmstack/wheels/llama-cpp-python-0.3.36-native-noamx
+
 # torch first and pinned (a CPU build lies on disk; a looser pin pulls a multi-GB CUDA build), then
-# llama-cpp-python compiled from source with its progress shown (pip caches the wheel for next time).
-$(STAMP): pyproject.toml
+# llama-cpp-python compiled from source with its progress shown (the wheel is kept for next time).
+$(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==2.13.0
-	@echo "building llama-cpp-python 0.3.36 (about 5-15 minutes the first time; cached afterwards)"
-	$(BIN)/pip install -v llama-cpp-python==0.3.36 2>&1 | grep --line-buffered -E '^\s*\[ *[0-9]+/[0-9]+\]|Successfully|Requirement already satisfied: llama|ERROR|rror:' | cut -c1-100
+	@if ! ls $(LLAMA_WHEELS)/*.whl >/dev/null 2>&1; then \
+	  echo "building $(LLAMA_CPP) (about 5-15 minutes the first time; kept in $(LLAMA_WHEELS))"; \
+	  CMAKE_ARGS="-DCMAKE_C_FLAGS='$(NO_AMX)' -DCMAKE_CXX_FLAGS='$(NO_AMX)'" $(BIN)/pip wheel -v --no-deps \
+	    --no-cache-dir -w $(LLAMA_WHEELS).partial $(LLAMA_CPP) 2>&1 \
+	    | grep --line-buffered -E '^\s*\[ *[0-9]+/[0-9]+\]|Successfully|ERROR|rror:' | cut -c1-100; \
+	  mv $(LLAMA_WHEELS).partial $(LLAMA_WHEELS); fi
+	$(BIN)/pip install --quiet --force-reinstall --no-deps $(LLAMA_WHEELS)/*.whl
 	$(BIN)/pip install --quiet -e '.[test,bench]'
 	touch $@
 

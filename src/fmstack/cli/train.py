@@ -196,7 +196,7 @@ def pretrain(
     Flags override the config's train: section. Everything is checked before the first step. Runs unchanged
     under `accelerate launch -m fmstack train pretrain ...` on many processes, GPUs or machines.
 
-    Example: fmstack train pretrain --data examples/train/out/blocks --config small --out runs/small
+    Example: fmstack train pretrain --data examples/train/pretrain/out/blocks --config small --out runs/small
     """
     from fmstack.model.train.configs import load_config, with_overrides
     from fmstack.model.train.pretrain import plan_run

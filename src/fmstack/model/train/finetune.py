@@ -21,6 +21,7 @@ import json
 import math
 import random
 import shutil
+import statistics
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -312,9 +313,10 @@ def train(accelerator: Any, model: Any, tokenizer: Any, data: Prepared, config: 
     )
     scheduler = accelerator.prepare(scheduler)
     eval_before = evaluate(accelerator, model, eval_loader, report, "eval loss before")
-    losses, step, tokens = [], 0, 0
+    losses, step_seconds, step, tokens = [], [], 0, 0
     report("training", 0, total, None)
     model.train()
+    step_started = time.perf_counter()
     while step < total:
         for batch in train_loader:
             with accelerator.accumulate(model):
@@ -329,6 +331,8 @@ def train(accelerator: Any, model: Any, tokenizer: Any, data: Prepared, config: 
             if accelerator.sync_gradients:
                 step += 1
                 losses.append(float(accelerator.reduce(loss.detach(), reduction="mean")))
+                step_seconds.append(time.perf_counter() - step_started)
+                step_started = time.perf_counter()
                 report("training", step, total, losses[-1])
                 if step >= total:
                     break
@@ -342,6 +346,7 @@ def train(accelerator: Any, model: Any, tokenizer: Any, data: Prepared, config: 
         "eval_loss_before": eval_before,
         "eval_loss_after": eval_after,
         "train_tokens_per_process": tokens,
+        "seconds_per_step_median": round(statistics.median(step_seconds), 4),
     }
 
 
