@@ -8,6 +8,11 @@ Sections (each a function returning rows; run all, or some with --only):
   sequence length, AdamW, warmup + cosine schedule, gradient clipping and number of steps. Throughput is the median
   of per-step tokens/s after the first two steps (steps only: no start-up, evaluation or saving); the wall time of
   each whole process is reported beside it. Goal: fmstack within 5 % of the plain loop.
+- lora: `fmstack train finetune --method lora` on SmolLM2 (converted from its GGUF once) against a plain
+  transformers + PEFT loop on the same tokenized conversations (the SFT example's training file), LoRA config
+  (r 8, alpha 16, q_proj/v_proj), batch size, AdamW, warmup + cosine schedule and clipping: median seconds per
+  optimizer step (forward, backward, step; fmstack's includes its data loader and accelerate's wrapping).
+  Goal: fmstack within 5 % of the plain loop.
 - export: SmolLM2 exported by `fmstack model export` at f16, q8_0 and q4_k_m, and the packaged Q4_1 GGUF as the
   reference: file size, export time and llama.cpp greedy decode tokens/s (128 tokens after a fixed prompt, prompt
   processing not timed, median of three after a warm-up).
@@ -24,6 +29,7 @@ Writes results/train.json (sections run now replace their own entry; others are 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -154,6 +160,101 @@ def _median(values: list[float]) -> float:
     return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
 
 
+# ---------------------------------------------------------------- lora
+
+LORA_DATA = HERE.parent / "examples" / "train" / "sft" / "train.jsonl"
+
+
+def lora(args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
+    """fmstack train finetune --method lora vs a plain transformers + PEFT loop: seconds per optimizer step."""
+    from fmstack.config import get_settings
+    from fmstack.model.train.base_model import resolve_checkpoint
+
+    checkpoint = resolve_checkpoint("smollm2-135m-instruct", get_settings())  # converted once, cached
+    steps = 6 if args.quick else 30
+    rows = []
+    for target in ("lora-plain", "lora-fmstack"):
+        cmd = [sys.executable, __file__, "--worker", target, "--blocks", str(checkpoint), "--steps", str(steps),
+               "--work", str(work / target)]  # fmt: skip
+        started = time.perf_counter()
+        done = subprocess.run(cmd, check=True, capture_output=True, text=True)
+        result = json.loads(done.stdout.strip().splitlines()[-1])
+        rows.append(
+            {
+                "section": "lora",
+                "target": "plain transformers + PEFT" if target == "lora-plain" else "fmstack train finetune",
+                "metric": "s/step",
+                "value": result["seconds_per_step"],
+                "steps": steps,
+                "batch_size": LORA_BATCH,
+                "final_loss": result["final_loss"],
+                "process_wall_s": round(time.perf_counter() - started, 1),
+            }
+        )
+    rows[1]["vs_plain"] = rows[1]["value"] / rows[0]["value"]
+    return rows
+
+
+LORA_BATCH = 4
+
+
+def worker_lora_fmstack(args: argparse.Namespace) -> dict[str, Any]:
+    out = Path(args.work)
+    cmd = [sys.executable, "-m", "fmstack", "train", "finetune", "--model", args.blocks, "--data", str(LORA_DATA),
+           "--out", str(out), "--steps", str(args.steps), "--batch-size", str(LORA_BATCH)]  # fmt: skip
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    summary = json.loads((out / "summary.json").read_text())
+    return {"seconds_per_step": summary["seconds_per_step_median"], "final_loss": summary["train_loss_last"]}
+
+
+def worker_lora_plain(args: argparse.Namespace) -> dict[str, Any]:
+    """What a user would write with transformers and PEFT alone: the same tokenized conversations (fmstack's
+    assistant-only labels, so both compute the same loss), LoRA config, optimizer and schedule, and the same
+    batches (a shuffling DataLoader with the same seeded generator). Timed like fmstack's loop: from the end of
+    one optimizer step to the end of the next, so loading the batch counts on both sides."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from torch.utils.data import DataLoader
+    from transformers import AutoModelForCausalLM, AutoTokenizer, get_scheduler
+
+    from fmstack.config import get_settings
+    from fmstack.model.train import finetune as ft
+
+    config = ft.FinetuneConfig(model=args.blocks, data=LORA_DATA, out=Path(args.work), steps=args.steps,
+                               batch_size=LORA_BATCH)  # fmt: skip
+    torch.set_num_threads(get_settings().threads)
+    torch.manual_seed(config.seed)
+    tokenizer = AutoTokenizer.from_pretrained(args.blocks)
+    train_records, eval_records = ft.load_data(config)
+    data = ft.prepare_examples(tokenizer, config, train_records, eval_records, 8192)
+    model = AutoModelForCausalLM.from_pretrained(args.blocks, dtype=torch.float32)
+    model = get_peft_model(model, LoraConfig(task_type="CAUSAL_LM", r=config.lora_r, lora_alpha=config.lora_alpha,
+                                             lora_dropout=config.lora_dropout,
+                                             target_modules=list(config.target_modules)))  # fmt: skip
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=ft.DEFAULT_LR["lora"], weight_decay=0.0)
+    scheduler = get_scheduler("cosine", optimizer, num_warmup_steps=round(ft.WARMUP_FRACTION * args.steps),
+                              num_training_steps=args.steps)  # fmt: skip
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    loader = DataLoader(data.train, batch_size=LORA_BATCH, shuffle=True, collate_fn=lambda b: ft.collate(b, pad),
+                        generator=torch.Generator().manual_seed(config.seed))  # fmt: skip
+    batches = itertools.islice(itertools.chain.from_iterable(itertools.repeat(loader)), args.steps)
+    seconds, loss = [], None
+    model.train()
+    started = time.perf_counter()
+    for batch in batches:
+        loss = model(**batch).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad()
+        loss = loss.item()
+        seconds.append(time.perf_counter() - started)
+        started = time.perf_counter()
+    return {"seconds_per_step": _median(seconds), "final_loss": loss}
+
+
 # ---------------------------------------------------------------- export
 
 DECODE_PROMPT = "Write a short story about a lighthouse keeper who finds a message in a bottle."
@@ -210,9 +311,11 @@ def _decode_row(target: str, gguf: Path, tokens: int, export_s: float | None) ->
 
 SECTIONS: dict[str, Callable[[argparse.Namespace, Path], list[dict[str, Any]]]] = {
     "pretrain": pretrain,
+    "lora": lora,
     "export": export,
 }
-WORKERS = {"fmstack": worker_fmstack, "plain": worker_plain}
+WORKERS = {"fmstack": worker_fmstack, "plain": worker_plain, "lora-fmstack": worker_lora_fmstack,
+           "lora-plain": worker_lora_plain}  # fmt: skip
 
 
 def machine_info() -> dict[str, Any]:
