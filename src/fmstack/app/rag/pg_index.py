@@ -23,12 +23,15 @@ from pgvector.sqlalchemy import Vector
 from sqlalchemy import bindparam, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from fmstack.app.rag.index import EF_SEARCH, EXACT_LIMIT
+from fmstack.app.rag.index import EF_SEARCH
 from fmstack.infra.store.schema import RagCollection
 
 log = logging.getLogger(__name__)
 
 HNSW_EF_SEARCH_MAX = 1000  # pgvector's upper bound for hnsw.ef_search
+# A filter allowing at most this many chunks is searched exactly. PostgreSQL reads their vectors straight from
+# the rows, so exact search stays cheap far beyond hnswlib's limit (fmstack.app.rag.index.EXACT_LIMIT).
+EXACT_LIMIT = 20_000
 
 
 def vector_dimensions(session: Session) -> tuple[int | None, str]:
