@@ -6,6 +6,7 @@ log-probabilities exactly like the llama.cpp engine does.
 
 from __future__ import annotations
 
+import inspect
 import random
 import threading
 from collections.abc import Iterator
@@ -41,6 +42,9 @@ class TransformersEngine(Engine):
         eos = self.model.generation_config.eos_token_id
         eos = (eos if isinstance(eos, list) else [eos]) + [self.tokenizer.eos_token_id]
         self.eos_ids = {e for e in eos if e is not None}
+        # transformers 5.x calls the KV cache `cache` (`past_key_values` is deprecated and goes in 5.40); 4.x has
+        # only `past_key_values`.
+        self._cache_arg = "cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values"
         self.scheduler = Scheduler(spec.name, self._generate, settings.queue_size)
 
     def prepare(self, request: GenerationRequest) -> Prepared:
@@ -83,8 +87,8 @@ class TransformersEngine(Engine):
         bias_ids = torch.tensor(list(r.logit_bias), dtype=torch.long)
         bias = torch.tensor(list(r.logit_bias.values()), dtype=torch.float32)
         while len(generated) < p.max_tokens and not cancel.is_set():
-            result = self.model(input_ids=ids, past_key_values=past, use_cache=True)
-            past, logits = result.past_key_values, result.logits[0, -1].float()
+            result = self.model(input_ids=ids, use_cache=True, **{self._cache_arg: past})
+            past, logits = getattr(result, self._cache_arg), result.logits[0, -1].float()
             logits[bias_ids] += bias
             token = _sample(logits, r.temperature, r.top_p, rng)
             if token in self.eos_ids:

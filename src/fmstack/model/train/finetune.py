@@ -34,6 +34,7 @@ from fmstack.config import Settings
 from fmstack.errors import InvalidRequest
 from fmstack.model.train.base_model import resolve_checkpoint
 from fmstack.model.train.chat_data import SftRecord, load_sft
+from fmstack.model.train.trainer_progress import quiet_libraries
 
 METHODS = ("lora", "full")
 DEFAULT_LR = {"lora": 2e-4, "full": 2e-5}
@@ -94,6 +95,7 @@ def finetune(config: FinetuneConfig, settings: Settings, progress: Progress | No
     from transformers import AutoConfig, AutoTokenizer
 
     check_config(config)
+    quiet_libraries()  # fmstack's own bars say what is happening; the conversion's and loaders' would interleave
     train_records, eval_records = load_data(config)
     accelerator = Accelerator(gradient_accumulation_steps=config.grad_accum)
     report = progress if (progress and accelerator.is_main_process) else _silent
