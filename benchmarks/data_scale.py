@@ -127,9 +127,10 @@ def main() -> None:
                 docs = write_corpus(src, gb, pool)
             with console.status(f"fmstack data run on {gb} GB ({docs:,} documents)"):
                 r = run(src, Path(tmp), args.clean)
-            rows.append({"gigabytes": gb, "documents": docs, **r})
+            rows.append({"gigabytes": gb, "documents": docs, **r, "date": time.strftime("%Y-%m-%d")})
             console.print(f"{gb} GB: {r['seconds']:.0f} s, anonymous memory {r['anon_mb']:.0f} MB")
     steps = "clean + dedup" if args.clean else "dedup"
+    rows = _merge(args.out / "data_scale.json", steps, rows)
     table = Table(title=f"fmstack data run ({steps}) as the input grows")
     for col in ("input GB", "documents", "seconds", "MB/s", "peak anon MB (all processes)", "largest RSS MB"):
         table.add_column(col, justify="right")
@@ -161,6 +162,17 @@ def main() -> None:
         f"input x{summary['input_growth']:.0f} -> peak anonymous memory x{summary['anon_growth']:.2f}; "
         f"wrote {args.out / 'data_scale.json'} and {args.out / 'data_scale.png'}"
     )
+
+
+def _merge(previous: Path, steps: str, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """This run's rows and the last results' rows for sizes not run now (same steps), by size: the 10 GB case
+    can run alone and still be plotted beside the small ones."""
+    kept = {}
+    if previous.exists():
+        old = json.loads(previous.read_text())
+        if old.get("steps") == steps:
+            kept = {r["gigabytes"]: r for r in old["runs"]}
+    return sorted((kept | {r["gigabytes"]: r for r in rows}).values(), key=lambda r: r["gigabytes"])
 
 
 def _plot(rows: list[dict[str, Any]], path: Path, steps: str) -> None:
