@@ -149,3 +149,37 @@ def test_traces_list_filters_and_stats_group_by_prompt_version(home):
     assert set(lines) == {"1", "2"}
     assert lines["2"].startswith("2 (production) 2 0 250 ")  # version, requests, errors, mean latency
     assert "No traces of prompt 'other'" in run("prompt", "stats", "other")
+
+
+def test_edit_in_the_users_editor_from_a_terminal(home, tmp_path):
+    """Without --file or flags, in a terminal with $EDITOR set, `prompt edit` opens the latest version as YAML in the
+    editor and saves what it leaves as the next version; an editor that fails saves nothing."""
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    run("prompt", "create", "cap", "--user", "What is the capital of {{ country }}?")
+    editor = tmp_path / "editor.sh"
+    editor.write_text("#!/bin/sh\nsed -i 's/capital of/capital city of/' \"$1\"\n")
+    editor.chmod(0o755)
+    failing = tmp_path / "failing.sh"
+    failing.write_text("#!/bin/sh\nexit 3\n")
+    failing.chmod(0o755)
+
+    def edit_in_terminal(editor_path) -> subprocess.CompletedProcess:
+        terminal, stdin = pty.openpty()  # stdin is a terminal, as when a person runs the command
+        try:
+            cmd = [sys.executable, "-m", "fmstack", "prompt", "edit", "cap"]
+            env = os.environ | {"EDITOR": str(editor_path), "COLUMNS": "200"}
+            return subprocess.run(cmd, stdin=stdin, capture_output=True, text=True, env=env, timeout=120)
+        finally:
+            os.close(stdin)
+            os.close(terminal)
+
+    done = edit_in_terminal(editor)
+    assert done.returncode == 0 and "created cap@2" in done.stdout, done.stdout + done.stderr
+    assert "capital city of {{ country }}" in run("prompt", "show", "cap@2")
+    done = edit_in_terminal(failing)
+    assert done.returncode == 2 and "editor exited with 3; nothing was saved" in done.stderr, done.stderr
+    assert "cap@3" not in run("prompt", "list")
