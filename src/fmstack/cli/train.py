@@ -23,7 +23,7 @@ from fmstack.errors import FmstackError
 
 train_app = typer.Typer(
     help="Train models: pretrain from scratch, fine-tune (LoRA or full), DPO, classify.\n\n"
-    "Example: fmstack train pretrain --data data/clean/blocks --config tiny --out runs/tiny",
+    "Example: fmstack train pretrain --data examples/train/pretrain/out/blocks --config tiny --out runs/tiny",
     no_args_is_help=True,
 )
 
@@ -292,7 +292,7 @@ def dpo(
     Pairs are TRL's standard (strings) or conversational (message lists) format, as `fmstack data from-traces
     --format dpo` writes them. Runs unchanged under `accelerate launch -m fmstack train dpo ...`.
 
-    Example: fmstack train dpo --model smollm2-135m-instruct --data prefs.jsonl --out runs/dpo --steps 50
+    Example: fmstack train dpo --model smollm2-135m-instruct --data examples/train/dpo/prefs.jsonl --out runs/dpo
     """
     from accelerate import PartialState
 
