@@ -172,6 +172,19 @@ def test_model_dependent_mistakes_exit_2_before_training(home, tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
+def test_a_run_that_cannot_fit_in_memory_exits_2_before_training(home, tmp_path, monkeypatch):
+    monkeypatch.setattr("fmstack.model.train.memory.available_bytes", lambda device: 300 * 1024**2)
+    data = write_jsonl(tmp_path / "sft.jsonl", [chat(q, "Banana") for q in QUESTIONS])
+    result = finetune("--model", TEST_MODEL, "--data", str(data), "--out", str(tmp_path / "run"), "--batch-size", "2")
+    assert result.exit_code == 2, result.output
+    message = one_line(result.output)
+    assert "This run needs about 0.6 GB (0.5 GB of weights" in message  # SmolLM2: 135M float32 parameters
+    assert "for a batch of 2 ×" in message and "0.3 GB free" in message
+    assert "Lower --batch-size" in message and "Traceback" not in result.output
+    assert not (tmp_path / "run").exists()
+
+
 # --- training ---------------------------------------------------------------------------------------------------
 
 

@@ -249,3 +249,28 @@ def test_resume_needs_a_checkpoint_of_the_same_run(blocks, run, tmp_path):
                    "--resume"), "different run", "lr: 0.003 in the checkpoint, 0.01 now")  # fmt: skip
     fails(pretrain("--data", str(blocks), "--config", "tiny", "--out", str(out), "--steps", "40"),
           "holds a training run already", "--resume")  # fmt: skip
+
+
+def test_a_run_that_cannot_fit_in_memory_is_refused_before_training(blocks, tmp_path, monkeypatch):
+    monkeypatch.setattr("fmstack.model.train.memory.available_bytes", lambda device: 2 * 1024**2)
+    out = tmp_path / "o"
+    result = pretrain("--data", str(blocks), "--config", "tiny", "--out", str(out))
+    fails(result, "This run needs about", "activations for a batch of 8 × 64 tokens", "0.0 GB free",
+          "Lower train.batch_size")  # fmt: skip
+    assert not (out / "metrics.jsonl").exists()
+
+
+def test_running_out_of_memory_mid_run_says_where_and_what_to_change(blocks, tmp_path, monkeypatch):
+    from transformers import LlamaForCausalLM
+
+    real, calls = LlamaForCausalLM.forward, []
+
+    def forward(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(LlamaForCausalLM, "forward", forward)
+    result = pretrain("--data", str(blocks), "--config", "tiny", "--out", str(tmp_path / "o"))
+    fails(result, "Ran out of memory at step 3 of 50", "Lower train.batch_size")

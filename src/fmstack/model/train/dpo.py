@@ -27,10 +27,12 @@ from typing import Any
 from fmstack.config import Settings
 from fmstack.errors import InvalidRequest
 from fmstack.infra.sources import Progress
+from fmstack.model.train import memory
 from fmstack.model.train.base_model import resolve_checkpoint
 from fmstack.model.train.chat_data import ConversationalPair, PreferenceRecord, load_preferences
 from fmstack.model.train.trainer_progress import quiet_libraries
 
+MEMORY_ADVICE = "Lower --batch-size (raise --grad-accum to keep the effective batch) or --max-length, or keep LoRA on."
 DEFAULT_LR = {True: 5e-5, False: 5e-7}  # LoRA adapters move from zero; full DPO nudges every weight
 Preparing = Callable[[str], AbstractContextManager[Progress | None]]
 METRICS = ("loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies")
@@ -69,6 +71,7 @@ def train_dpo(config: DpoConfig, settings: Settings, callbacks=(), preparing: Pr
     `callbacks` are Trainer callbacks (a progress bar); `preparing(name)` gives a progress callback for the time
     the base model's files are joined, hashed or converted, and is closed before training starts."""
     import torch
+    from accelerate import PartialState
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     check_config(config)
@@ -81,12 +84,16 @@ def train_dpo(config: DpoConfig, settings: Settings, callbacks=(), preparing: Pr
     torch.set_num_threads(settings.threads)
     tokenizer = AutoTokenizer.from_pretrained(checkpoint)
     lengths = {split: check_lengths(pairs, tokenizer, config) for split, pairs in splits.items()}
+    free = memory.available_bytes(PartialState().device)
     model = AutoModelForCausalLM.from_pretrained(checkpoint, dtype=torch.float32)
     peft_config = lora_config(model, config) if config.lora else None
+    memory.check_fits(_memory_needed(model, config, max(max(n) for n in lengths.values())),
+                      PartialState().device, MEMORY_ADVICE, free)  # fmt: skip
     trainer = _trainer(model, tokenizer, splits, peft_config, config, callbacks)
     before = _evaluate(trainer, splits)
     started = time.perf_counter()
-    trainer.train()
+    with memory.out_of_memory(MEMORY_ADVICE, lambda: f"at step {trainer.state.global_step + 1}"):
+        trainer.train()
     seconds = time.perf_counter() - started
     after = _evaluate(trainer, splits)
     summary = {
@@ -162,6 +169,22 @@ def check_lengths(pairs: list[PreferenceRecord], tokenizer: Any, config: DpoConf
             )
         lengths.append(longest)
     return lengths
+
+
+def _memory_needed(model: Any, config: DpoConfig, longest: int) -> memory.Estimate:
+    """Each step runs the chosen and the rejected answers of a batch together. Without LoRA, TRL keeps a frozen
+    copy of the model as the reference; with it, the reference is the same weights with the adapter off."""
+    import torch
+
+    parameters, _ = memory.count_parameters(model)
+    if config.lora:
+        trainable = sum(
+            config.lora_r * (m.in_features + m.out_features)
+            for name, m in model.named_modules()
+            if isinstance(m, torch.nn.Linear) and name.rsplit(".", 1)[-1] in config.target_modules
+        )
+        return memory.estimate(model.config, parameters + trainable, trainable, 2 * config.batch_size, longest)
+    return memory.estimate(model.config, 2 * parameters, parameters, 2 * config.batch_size, longest)
 
 
 def lora_config(model: Any, config: DpoConfig) -> Any:

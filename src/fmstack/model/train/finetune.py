@@ -32,6 +32,7 @@ import torch
 
 from fmstack.config import Settings
 from fmstack.errors import InvalidRequest
+from fmstack.model.train import memory
 from fmstack.model.train.base_model import resolve_checkpoint
 from fmstack.model.train.chat_data import SftRecord, load_sft
 from fmstack.model.train.trainer_progress import quiet_libraries
@@ -40,6 +41,10 @@ METHODS = ("lora", "full")
 DEFAULT_LR = {"lora": 2e-4, "full": 2e-5}
 WARMUP_FRACTION = 0.05
 IGNORE = -100  # label of tokens that carry no loss (the ignore_index of PyTorch's cross-entropy)
+MEMORY_ADVICE = (
+    "Lower --batch-size (raise --grad-accum to keep the effective batch), cut long conversations with "
+    "--max-length and --truncate, or use --method lora."
+)
 
 # stage, done, total (None: unknown), last training loss (None outside training)
 Progress = Callable[[str, int, int | None, float | None], None]
@@ -109,9 +114,20 @@ def finetune(config: FinetuneConfig, settings: Settings, progress: Progress | No
         raise InvalidRequest(f"'{config.model}' has no chat template; SFT on `messages` needs one.")
     context = AutoConfig.from_pretrained(checkpoint).max_position_embeddings
     data = prepare_examples(tokenizer, config, train_records, eval_records, context)
+    free = memory.available_bytes(accelerator.device)  # before the model takes its share
     model = load_model(checkpoint, config)
+    longest = max(len(e.input_ids) for e in data.train + data.eval)
+    need = memory.estimate(model.config, *memory.count_parameters(model), config.batch_size, longest)
+    memory.check_fits(need, accelerator.device, MEMORY_ADVICE, free)
+    where = {"stage": "training", "done": 0, "total": None}
+
+    def tracked(stage: str, done: int, total: int | None, loss: float | None) -> None:
+        where.update(stage=stage, done=done, total=total)
+        report(stage, done, total, loss)
+
     started = time.monotonic()
-    result = train(accelerator, model, tokenizer, data, config, report)
+    with memory.out_of_memory(MEMORY_ADVICE, lambda: "during {stage} ({done} of {total})".format(**where)):
+        result = train(accelerator, model, tokenizer, data, config, tracked)
     result["seconds"] = round(time.monotonic() - started, 1)
     summary = _summary(config, checkpoint, data, result, accelerator.num_processes)
     accelerator.wait_for_everyone()

@@ -31,6 +31,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from fmstack.errors import FmstackError
 from fmstack.model.data.tokenize import TextTokenizer, load_blocks, load_tokenizer
+from fmstack.model.train import memory
 from fmstack.model.train.checkpoint import latest_checkpoint, load_checkpoint, read_state, save_checkpoint
 from fmstack.model.train.configs import (
     LoadedConfig,
@@ -42,6 +43,10 @@ from fmstack.model.train.configs import (
 )
 
 Report = Callable[[str, dict[str, Any]], None]  # ("start" | "step" | "eval" | "checkpoint", values)
+MEMORY_ADVICE = (
+    "Lower train.batch_size (raise train.grad_accum to keep the tokens per step), or make the model smaller "
+    "(hidden_size, num_hidden_layers)."
+)
 
 
 def _quiet(kind: str, values: dict[str, Any]) -> None:
@@ -259,7 +264,11 @@ def pretrain(plan: Plan, report: Report = _quiet) -> PretrainResult:
     t = plan.config.train
     accelerator = Accelerator(gradient_accumulation_steps=t.grad_accum)
     set_seed(t.seed)
+    free = memory.available_bytes(accelerator.device)
     model = LlamaForCausalLM(llama_config(plan))
+    block = int(plan.manifest["block_size"])
+    memory.check_fits(memory.estimate(model.config, *memory.count_parameters(model), t.batch_size, block),
+                      accelerator.device, MEMORY_ADVICE, free)  # fmt: skip
     optimizer, scheduler = _optimizer(model, t)
     model, optimizer = accelerator.prepare(model, optimizer)
     # Stepped by us once per optimizer step (accelerate would step a prepared scheduler once per process).
@@ -275,7 +284,8 @@ def pretrain(plan: Plan, report: Report = _quiet) -> PretrainResult:
     loop = _Loop(plan, accelerator, model, optimizer, scheduler, val_loader, log, report, state)
     if accelerator.is_main_process:
         report("start", {"step": state["step"], "steps": t.steps, "parameters": _parameters(model)})
-    loop.run(train_loader, per_step)
+    with memory.out_of_memory(MEMORY_ADVICE, lambda: f"at step {loop.step + 1} of {t.steps}"):
+        loop.run(train_loader, per_step)
     summary = loop.finish()
     accelerator.end_training()
     return PretrainResult(summary, accelerator.is_main_process)
