@@ -83,6 +83,20 @@ def test_signatures_do_not_depend_on_batching_or_process():
     assert eval(other) == one[0].tolist()
 
 
+def test_signatures_equal_the_definition_document_by_document():
+    """Each entry is min over the document's shingles of (a·x + b) mod 2^32, computed here one document and one
+    hash function at a time in Python integers; empty documents get the all-ones signature."""
+    from fmstack.model.data.minhash import permutations
+
+    rng = np.random.default_rng(5)
+    docs = [rng.integers(0, 2**32, size=n, dtype=np.uint64).astype(np.uint32) for n in (5, 0, 1, 300, 0, 17)]
+    a, b = permutations(16)
+    functions = list(zip(a.tolist(), b.tolist(), strict=True))
+    expected = [[min((ai * x + bi) % 2**32 for x in doc.tolist()) if len(doc) else 2**32 - 1 for ai, bi in functions]
+                for doc in docs]  # fmt: skip
+    assert signatures(docs, 16).tolist() == expected
+
+
 def test_normalization_ignores_case_and_punctuation_only():
     a = shingle_hashes("Hello, World! This is fmstack.", 2)
     assert (a == shingle_hashes("hello world this is FMSTACK", 2)).all()

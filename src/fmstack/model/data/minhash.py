@@ -3,7 +3,8 @@
 Why our own and not datasketch's `MinHash`: datasketch hashes one document at a time with 64-bit arithmetic modulo
 a 61-bit prime. Here a batch of documents becomes one array of 32-bit shingle hashes, and each of the k hash
 functions is an affine map `a·x + b mod 2^32` (a odd, so a permutation of the 32-bit values) computed with
-numpy's wrapping uint32 arithmetic in cache-sized blocks: about 10× less work per document.
+numpy's wrapping uint32 arithmetic, one hash function at a time over the whole batch: about 10× less work per
+document.
 `benchmarks/dedup.py` measures throughput and accuracy against datasketch on the same corpus, and
 `tests/model/data/test_minhash.py` checks that the Jaccard estimates are as accurate as the 64-bit scheme's.
 The inputs are already mixed 64-bit hashes (shingles.py), not structured keys, which is why a cheap
@@ -22,7 +23,6 @@ import numpy as np
 from fmstack.model.data.shingles import Fingerprints
 
 _U64 = np.uint64
-_BLOCK_ROWS = 1024  # shingles per block: 1024 × 128 uint32 = 512 KB, stays in the CPU's L2 cache
 
 
 @lru_cache(maxsize=8)
@@ -38,30 +38,25 @@ def permutations(num_perm: int, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
 def signatures(shingles: Sequence[np.ndarray] | Fingerprints, num_perm: int = 128, seed: int = 1) -> np.ndarray:
     """Signatures (n_docs × num_perm, uint32) of a batch of documents, given as their shingle hashes.
 
-    The shingles of consecutive documents are hashed together in blocks of about `_BLOCK_ROWS` rows and reduced
-    per document with `minimum.reduceat`. An empty document gets the all-ones signature (it matches only other
-    empty documents)."""
+    Each hash function maps the batch's shingles in one contiguous pass and `minimum.reduceat` takes each
+    document's minimum: a 1-D reduceat over long runs is 5.5× faster than reducing 2-D blocks of all functions at
+    once along their rows (0.39 s against 2.15 s for 20k documents, 5.6M shingles, 128 functions; same output).
+    An empty document gets the all-ones signature (it matches only other empty documents)."""
     if isinstance(shingles, Fingerprints):
         x, offsets = shingles.shingles, shingles.offsets
     else:
         x = np.concatenate([np.asarray(s, dtype=np.uint32) for s in shingles] or [np.zeros(0, np.uint32)])
         offsets = np.concatenate(([0], np.cumsum([len(s) for s in shingles])))
     a, b = permutations(num_perm, seed)
-    n = len(offsets) - 1
-    out = np.full((n, num_perm), np.iinfo(np.uint32).max, dtype=np.uint32)
+    out = np.full((len(offsets) - 1, num_perm), np.iinfo(np.uint32).max, dtype=np.uint32)
     keep = np.flatnonzero(offsets[1:] > offsets[:-1])  # documents with shingles; their shingles are contiguous
-    starts = offsets[keep]
-    buf = np.empty((_BLOCK_ROWS, num_perm), dtype=np.uint32)
-    i = 0
-    while i < len(keep):
-        j = max(i + 1, int(np.searchsorted(starts, starts[i] + _BLOCK_ROWS, side="right")) - 1)
-        lo, hi = starts[i], offsets[keep[j - 1] + 1]
-        seg = x[lo:hi]
-        m = buf[: len(seg)] if len(seg) <= _BLOCK_ROWS else np.empty((len(seg), num_perm), dtype=np.uint32)
-        np.multiply(seg[:, None], a[None, :], out=m)
-        np.add(m, b[None, :], out=m)
-        out[keep[i:j]] = np.minimum.reduceat(m, starts[i:j] - lo, axis=0)
-        i = j
+    if not len(keep):
+        return out
+    starts, hashed = offsets[keep], np.empty(len(x), dtype=np.uint32)
+    for k in range(num_perm):
+        np.multiply(x, a[k], out=hashed)
+        np.add(hashed, b[k], out=hashed)
+        out[keep, k] = np.minimum.reduceat(hashed, starts)
     return out
 
 
