@@ -14,9 +14,10 @@ from fmstack.errors import InvalidRequest
 from fmstack.model.train import memory
 
 # Two AdamW steps of a Llama in a fresh process; its peak resident memory above what it held before the model
-# existed, against the estimate. ru_maxrss is the process's high-water mark, so nothing is missed between samples.
+# existed, against the estimate. VmHWM is the process's high-water mark, so nothing is missed between samples (not
+# ru_maxrss: Linux carries it over from the parent across exec, and pytest's process is large).
 PROBE = """
-import json, resource, sys
+import json, re, sys
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 from fmstack.model.train import memory
@@ -24,7 +25,9 @@ torch.set_num_threads(1)
 hidden, layers, batch, length, vocab = map(int, sys.argv[1:6])
 config = LlamaConfig(hidden_size=hidden, intermediate_size=hidden * 11 // 4, num_hidden_layers=layers,
                      num_attention_heads=4, num_key_value_heads=4, vocab_size=vocab, max_position_embeddings=length)
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+def high_water():
+    return int(re.search(r'VmHWM:\\s+(\\d+) kB', open('/proc/self/status').read()).group(1)) * 1024
+before = high_water()
 model = LlamaForCausalLM(config)
 optimizer = torch.optim.AdamW(model.parameters())
 ids = torch.randint(0, vocab, (batch, length))
@@ -32,7 +35,7 @@ for _ in range(2):
     model(input_ids=ids, labels=ids).loss.backward()
     optimizer.step()
     optimizer.zero_grad()
-peak = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024
+peak = high_water() - before
 need = memory.estimate(model.config, *memory.count_parameters(model), batch, length)
 print(json.dumps({"measured": peak, "estimated": need.total}))
 """
