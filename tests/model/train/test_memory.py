@@ -75,3 +75,18 @@ def test_refusal_names_the_parts_and_the_free_memory():
     assert message.startswith("This run needs about 15.") and "3.7 GB of weights" in message
     assert "batch of 8 × 512 tokens" in message and "cpu has 2.0 GB free. Lower --batch-size." in message
     memory.check_fits(need, torch.device("cpu"), "unused", free=16 * memory.GB)  # fits: no error
+
+
+def test_only_allocation_failures_become_out_of_memory_errors():
+    def where() -> str:
+        return "at step 7"
+
+    cpu_allocator = RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory")
+    with (
+        pytest.raises(InvalidRequest, match="Ran out of memory at step 7. Lower it."),
+        memory.out_of_memory("Lower it.", where),
+    ):
+        raise cpu_allocator
+    # a bug stays a bug, with its traceback
+    with pytest.raises(RuntimeError, match="shape mismatch"), memory.out_of_memory("Lower it.", where):
+        raise RuntimeError("shape mismatch")

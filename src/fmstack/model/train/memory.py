@@ -90,12 +90,14 @@ def out_of_memory(advice: str, where: Callable[[], str]) -> Iterator[None]:
     """The allocator's error during training, as a message that says where it happened and what to change."""
     try:
         yield
-    except (torch.OutOfMemoryError, MemoryError) as exc:
-        raise InvalidRequest(f"Ran out of memory {where()}. {advice}") from exc
-    except RuntimeError as exc:  # the CPU allocator raises a plain RuntimeError
-        if "can't allocate memory" not in str(exc):
+    except (RuntimeError, MemoryError) as exc:  # torch.OutOfMemoryError is a RuntimeError; so is the CPU allocator's
+        if not _is_out_of_memory(exc):
             raise
         raise InvalidRequest(f"Ran out of memory {where()}. {advice}") from exc
+
+
+def _is_out_of_memory(exc: BaseException) -> bool:
+    return isinstance(exc, torch.OutOfMemoryError | MemoryError) or "can't allocate memory" in str(exc)
 
 
 def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
