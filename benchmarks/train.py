@@ -54,11 +54,7 @@ def pretrain(args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
     blocks = _pretrain_blocks(work / "data", block, vocab)
     rows = []
     for target in ("plain", "fmstack"):
-        cmd = [sys.executable, __file__, "--worker", target, "--blocks", str(blocks), "--preset", preset,
-               "--steps", str(steps), "--work", str(work / target)]  # fmt: skip
-        started = time.perf_counter()
-        done = subprocess.run(cmd, check=True, capture_output=True, text=True)
-        result = json.loads(done.stdout.strip().splitlines()[-1])
+        result, wall_s = _run_worker(target, work, "--blocks", str(blocks), "--preset", preset, "--steps", str(steps))
         rows.append(
             {
                 "section": "pretrain",
@@ -71,11 +67,19 @@ def pretrain(args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
                 "batch_size": result["batch_size"],
                 "parameters": result["parameters"],
                 "final_loss": result["final_loss"],
-                "process_wall_s": round(time.perf_counter() - started, 1),
+                "process_wall_s": wall_s,
             }
         )
     rows[1]["vs_plain"] = rows[1]["value"] / rows[0]["value"]
     return rows
+
+
+def _run_worker(target: str, work: Path, *flags: str) -> tuple[dict[str, Any], float]:
+    """One target in a process of its own: the JSON it prints last, and the process's wall time in seconds."""
+    cmd = [sys.executable, __file__, "--worker", target, "--work", str(work / target), *flags]
+    started = time.perf_counter()
+    done = subprocess.run(cmd, check=True, capture_output=True, text=True)
+    return json.loads(done.stdout.strip().splitlines()[-1]), round(time.perf_counter() - started, 1)
 
 
 def _pretrain_blocks(out: Path, block_size: int, vocab_size: int) -> Path:
@@ -163,6 +167,7 @@ def _median(values: list[float]) -> float:
 # ---------------------------------------------------------------- lora
 
 LORA_DATA = HERE.parent / "examples" / "train" / "sft" / "train.jsonl"
+LORA_BATCH = 4
 
 
 def lora(args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
@@ -174,11 +179,7 @@ def lora(args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
     steps = 6 if args.quick else 30
     rows = []
     for target in ("lora-plain", "lora-fmstack"):
-        cmd = [sys.executable, __file__, "--worker", target, "--blocks", str(checkpoint), "--steps", str(steps),
-               "--work", str(work / target)]  # fmt: skip
-        started = time.perf_counter()
-        done = subprocess.run(cmd, check=True, capture_output=True, text=True)
-        result = json.loads(done.stdout.strip().splitlines()[-1])
+        result, wall_s = _run_worker(target, work, "--model", str(checkpoint), "--steps", str(steps))
         rows.append(
             {
                 "section": "lora",
@@ -188,19 +189,16 @@ def lora(args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
                 "steps": steps,
                 "batch_size": LORA_BATCH,
                 "final_loss": result["final_loss"],
-                "process_wall_s": round(time.perf_counter() - started, 1),
+                "process_wall_s": wall_s,
             }
         )
     rows[1]["vs_plain"] = rows[1]["value"] / rows[0]["value"]
     return rows
 
 
-LORA_BATCH = 4
-
-
 def worker_lora_fmstack(args: argparse.Namespace) -> dict[str, Any]:
     out = Path(args.work)
-    cmd = [sys.executable, "-m", "fmstack", "train", "finetune", "--model", args.blocks, "--data", str(LORA_DATA),
+    cmd = [sys.executable, "-m", "fmstack", "train", "finetune", "--model", args.model, "--data", str(LORA_DATA),
            "--out", str(out), "--steps", str(args.steps), "--batch-size", str(LORA_BATCH)]  # fmt: skip
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
     summary = json.loads((out / "summary.json").read_text())
@@ -220,14 +218,14 @@ def worker_lora_plain(args: argparse.Namespace) -> dict[str, Any]:
     from fmstack.config import get_settings
     from fmstack.model.train import finetune as ft
 
-    config = ft.FinetuneConfig(model=args.blocks, data=LORA_DATA, out=Path(args.work), steps=args.steps,
+    config = ft.FinetuneConfig(model=args.model, data=LORA_DATA, out=Path(args.work), steps=args.steps,
                                batch_size=LORA_BATCH)  # fmt: skip
     torch.set_num_threads(get_settings().threads)
     torch.manual_seed(config.seed)
-    tokenizer = AutoTokenizer.from_pretrained(args.blocks)
+    tokenizer = AutoTokenizer.from_pretrained(args.model)
     train_records, eval_records = ft.load_data(config)
     data = ft.prepare_examples(tokenizer, config, train_records, eval_records, 8192)
-    model = AutoModelForCausalLM.from_pretrained(args.blocks, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32)
     model = get_peft_model(model, LoraConfig(task_type="CAUSAL_LM", r=config.lora_r, lora_alpha=config.lora_alpha,
                                              lora_dropout=config.lora_dropout,
                                              target_modules=list(config.target_modules)))  # fmt: skip
@@ -371,7 +369,7 @@ def main() -> None:
     p.add_argument("--quick", action="store_true", help="smoke run: tiny models, few steps")
     p.add_argument("--only", action="append", choices=list(SECTIONS), help="run only this section (repeatable)")
     p.add_argument("--out", type=Path, default=HERE / "results")
-    for hidden in ("--worker", "--blocks", "--preset", "--work"):
+    for hidden in ("--worker", "--blocks", "--model", "--preset", "--work"):
         p.add_argument(hidden, help=argparse.SUPPRESS)
     p.add_argument("--steps", type=int, help=argparse.SUPPRESS)
     args = p.parse_args()
