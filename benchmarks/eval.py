@@ -144,8 +144,8 @@ def from_run(data, wall: float) -> Pass:
 
 def fresh_store(root: Path, name: str):
     """An empty store in its own directory, so a cold run finds nothing cached."""
-    from fmstack.config import Settings
-    from fmstack.infra.store import open_store
+    from fmstack.core.config import Settings
+    from fmstack.core.store import open_store
 
     home = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=root))
     return open_store(Settings(home=home))
@@ -163,9 +163,9 @@ async def run_suite(sessions, generator, suite, concurrency: int, use_cache: boo
 async def bench_in_process(suite, root: Path, passes: int, progress: Callable[[str], None]) -> list[ConfigResult]:
     """Configurations 1-3: one engine pool shared by all (the model loads once, outside the timings)."""
     from fmstack.app.eval.generate import LocalGenerator
-    from fmstack.config import get_settings
+    from fmstack.core.config import get_settings
     from fmstack.engines.pool import EnginePool
-    from fmstack.infra.registry import Registry
+    from fmstack.core.registry import Registry
 
     settings = get_settings()
     pool = EnginePool(Registry(settings), settings)
@@ -258,8 +258,8 @@ async def plain_openai_loop(base: str, suite) -> Pass:
 async def bench_server(suite, root: Path, passes: int, progress: Callable[[str], None]) -> list[ConfigResult]:
     """Configurations 4-5, against one `fmstack up` (the model loads once, before the timings)."""
     from fmstack.app.eval.generate import RemoteGenerator
-    from fmstack.config import get_settings
-    from fmstack.infra.registry import Registry
+    from fmstack.core.config import get_settings
+    from fmstack.core.registry import Registry
 
     peer = ConfigResult("plain openai loop -> fmstack server", "server", 1, "none")
     remote = ConfigResult(f"fmstack Runner -> fmstack server, concurrency {CONCURRENT}", "server", CONCURRENT,

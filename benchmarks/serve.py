@@ -451,9 +451,9 @@ async def bench_direct(env: dict[str, str], args: argparse.Namespace, prompts: l
                        progress: Progress) -> TargetResult:
     """fmstack's LlamaCppEngine in this process, built the way the server builds it (same settings)."""
     os.environ.update(env)
-    from fmstack.config import get_settings
+    from fmstack.core.config import get_settings
     from fmstack.engines.pool import load_engine
-    from fmstack.infra.registry import Registry
+    from fmstack.core.registry import Registry
 
     settings = get_settings()
     progress.describe("direct engine: loading")

@@ -172,7 +172,7 @@ LORA_BATCH = 4
 
 def lora(args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
     """fmstack train finetune --method lora vs a plain transformers + PEFT loop: seconds per optimizer step."""
-    from fmstack.config import get_settings
+    from fmstack.core.config import get_settings
     from fmstack.model.train.base_model import resolve_checkpoint
 
     checkpoint = resolve_checkpoint("smollm2-135m-instruct", get_settings())  # converted once, cached
@@ -215,7 +215,7 @@ def worker_lora_plain(args: argparse.Namespace) -> dict[str, Any]:
     from torch.utils.data import DataLoader
     from transformers import AutoModelForCausalLM, AutoTokenizer, get_scheduler
 
-    from fmstack.config import get_settings
+    from fmstack.core.config import get_settings
     from fmstack.model.train import finetune as ft
 
     config = ft.FinetuneConfig(model=args.model, data=LORA_DATA, out=Path(args.work), steps=args.steps,
@@ -261,8 +261,8 @@ DECODE_PROMPT = "Write a short story about a lighthouse keeper who finds a messa
 def export(args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
     """SmolLM2 (converted to Hugging Face) exported by `fmstack model export` at f16, q8_0 and q4_k_m, against the
     packaged Q4_1 GGUF: file size and llama.cpp greedy decode tokens/s on a fixed prompt."""
-    from fmstack.config import get_settings
-    from fmstack.infra.registry import Registry
+    from fmstack.core.config import get_settings
+    from fmstack.core.registry import Registry
     from fmstack.model.convert import gguf_to_hf
     from fmstack.model.export.gguf import export_gguf
 

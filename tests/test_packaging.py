@@ -23,7 +23,7 @@ def test_built_wheel_runs_from_site_packages(tmp_path):
     script = f"""
 import fmstack
 from fastapi.testclient import TestClient
-from fmstack.infra.server import create_app
+from fmstack.server import create_app
 assert fmstack.__file__.startswith({str(target)!r}), fmstack.__file__
 with TestClient(create_app()) as client:
     assert "fmstack" in client.get("/").text

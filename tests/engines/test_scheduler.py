@@ -8,7 +8,7 @@ import pytest
 
 from fmstack.engines.base import Delta, Finish, GenerationRequest, Prepared
 from fmstack.engines.scheduler import Scheduler
-from fmstack.errors import QueueFull
+from fmstack.core.errors import QueueFull
 
 
 def prepared(n: int) -> Prepared:

@@ -6,11 +6,11 @@ import pytest
 from typer.testing import CliRunner
 
 from fmstack.cli import app
-from fmstack.config import get_settings
+from fmstack.core.config import get_settings
 from fmstack.engines.base import Delta, Finish, GenerationRequest
 from fmstack.engines.pool import load_engine
-from fmstack.errors import InvalidRequest
-from fmstack.infra.registry import Registry
+from fmstack.core.errors import InvalidRequest
+from fmstack.core.registry import Registry
 from tests.conftest import NO_END
 
 pytestmark = pytest.mark.slow

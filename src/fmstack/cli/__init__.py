@@ -19,8 +19,8 @@ from fmstack.cli.eval import eval_app
 from fmstack.cli.prompt import prompt_app
 from fmstack.cli.rag import rag_app
 from fmstack.cli.train import train_app
-from fmstack.config import get_settings
-from fmstack.errors import FmstackError
+from fmstack.core.config import get_settings
+from fmstack.core.errors import FmstackError
 
 app = typer.Typer(
     help="fmstack: serve, trace, monitor, evaluate and adapt foundation models on your machine.\n\nExample: fmstack up",
@@ -64,8 +64,8 @@ def up(
     """
     import uvicorn
 
-    from fmstack.infra.registry import Registry
-    from fmstack.infra.server import create_app
+    from fmstack.core.registry import Registry
+    from fmstack.server import create_app
 
     settings = get_settings()
     name = model or settings.default_model
@@ -102,7 +102,7 @@ def models(ctx: typer.Context) -> None:
     """
     if ctx.invoked_subcommand:
         return
-    from fmstack.infra.registry import Registry
+    from fmstack.core.registry import Registry
 
     try:
         registry = Registry(get_settings())
@@ -132,7 +132,7 @@ def models_convert(
 
     Example: fmstack models convert smollm2-135m-instruct --name smollm2-hf
     """
-    from fmstack.infra.registry import Registry, register_user_model
+    from fmstack.core.registry import Registry, register_user_model
     from fmstack.model.convert import gguf_to_hf
 
     settings = get_settings()
@@ -172,7 +172,7 @@ def models_export(
 
     Example: fmstack model export runs/tiny --format gguf --quant q8_0 --name tiny-q8
     """
-    from fmstack.infra.registry import register_user_model
+    from fmstack.core.registry import register_user_model
     from fmstack.model.export.gguf import check_name, check_quant, export_gguf
 
     settings = get_settings()
@@ -238,7 +238,7 @@ def chat(
 
     Example: fmstack chat --model smollm2-135m-instruct --system "Answer briefly."
     """
-    from fmstack.app.chat import run_chat
+    from fmstack.cli.chat import run_chat
 
     settings = get_settings()
     try:
@@ -261,8 +261,8 @@ def traces_list(
 
     Example: fmstack traces list --limit 20 --status error --prompt capitals@production
     """
-    from fmstack.infra.store import open_store
-    from fmstack.infra.store.traces import list_traces
+    from fmstack.core.store import open_store
+    from fmstack.core.store.traces import list_traces
 
     sessions = open_store(get_settings())
     try:
@@ -319,8 +319,8 @@ def traces_show(trace_id: str = typer.Argument(..., help="The trace id (the comp
 
     Example: fmstack traces show chatcmpl-0123abcd...
     """
-    from fmstack.infra.store import open_store
-    from fmstack.infra.store.traces import get_trace, trace_dict
+    from fmstack.core.store import open_store
+    from fmstack.core.store.traces import get_trace, trace_dict
 
     try:
         with open_store(get_settings())() as session:
@@ -341,8 +341,8 @@ def traces_export(
 
     Example: fmstack traces export --format jsonl -o traces.jsonl
     """
-    from fmstack.infra.store import open_store
-    from fmstack.infra.store.traces import iter_traces, trace_dict
+    from fmstack.core.store import open_store
+    from fmstack.core.store.traces import iter_traces, trace_dict
 
     if fmt != "jsonl":
         fail(FmstackError(f"--format {fmt!r} is not supported; use jsonl."))

@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
 
-from fmstack.errors import FmstackError
+from fmstack.core.errors import FmstackError
 
 console = Console()
 err = Console(stderr=True)

@@ -16,7 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedCo
 from rich.table import Table
 
 from fmstack.cli.common import console, err, fail
-from fmstack.errors import FmstackError
+from fmstack.core.errors import FmstackError
 
 # Cleaning rules for `stats`: every edit and filter off, language identification on (for the language mix).
 OBSERVE_ONLY: dict[str, Any] = {
@@ -204,7 +204,7 @@ def clean(
 
 def _yaml_rules(path: Path) -> dict[str, Any]:
     from fmstack.model.data.spec import PipelineError
-    from fmstack.yamlfile import read_yaml
+    from fmstack.core.yamlfile import read_yaml
 
     try:
         data, _ = read_yaml(path, "cleaning rules", PipelineError)
@@ -350,8 +350,8 @@ def from_traces(
     """
     from datetime import datetime
 
-    from fmstack.config import get_settings
-    from fmstack.infra.store import open_store
+    from fmstack.core.config import get_settings
+    from fmstack.core.store import open_store
     from fmstack.model.data.from_traces import export_traces
 
     try:

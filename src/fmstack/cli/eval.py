@@ -11,8 +11,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedCo
 from rich.table import Column, Table
 
 from fmstack.cli.common import console, fail
-from fmstack.config import get_settings
-from fmstack.errors import FmstackError
+from fmstack.core.config import get_settings
+from fmstack.core.errors import FmstackError
 
 eval_app = typer.Typer(
     help="Evaluate models and prompts on suites of cases.\n\nExample: fmstack eval run examples/eval/capitals.yaml "
@@ -26,8 +26,8 @@ class Workspace:
 
     def __init__(self):
         from fmstack.engines.pool import EnginePool
-        from fmstack.infra.registry import Registry
-        from fmstack.infra.store import open_store
+        from fmstack.core.registry import Registry
+        from fmstack.core.store import open_store
 
         self.settings = get_settings()
         self.sessions = open_store(self.settings)
@@ -142,8 +142,8 @@ def list_runs(limit: int = typer.Option(20, help="How many, newest first.")) -> 
     """
     from sqlalchemy import func, select
 
-    from fmstack.infra.store import open_store
-    from fmstack.infra.store.schema import EvalResult, EvalRun
+    from fmstack.core.store import open_store
+    from fmstack.core.store.schema import EvalResult, EvalRun
 
     sessions = open_store(get_settings())
     table = Table(Column("run", no_wrap=True), "time", "suite", "models", "results", "status")
@@ -169,7 +169,7 @@ def show(run_id: str = typer.Argument(..., help="The run id (see `fmstack eval l
     """
     from fmstack.app.eval.report import render_summary
     from fmstack.app.eval.runner import load_run
-    from fmstack.infra.store import open_store
+    from fmstack.core.store import open_store
 
     try:
         data = load_run(open_store(get_settings()), run_id)
@@ -192,7 +192,7 @@ def report(
     """
     from fmstack.app.eval.report import write_report
     from fmstack.app.eval.runner import load_run
-    from fmstack.infra.store import open_store
+    from fmstack.core.store import open_store
 
     try:
         data = load_run(open_store(get_settings()), run_id)
@@ -215,7 +215,7 @@ def compare(
     """
     from fmstack.app.eval.compare import compare_runs, render_comparison
     from fmstack.app.eval.runner import load_run
-    from fmstack.infra.store import open_store
+    from fmstack.core.store import open_store
 
     sessions = open_store(get_settings())
     try:

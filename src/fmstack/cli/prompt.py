@@ -19,7 +19,7 @@ import yaml
 from rich.table import Column, Table
 
 from fmstack.cli.common import console, fail
-from fmstack.errors import FmstackError
+from fmstack.core.errors import FmstackError
 
 prompt_app = typer.Typer(
     help="Versioned prompts: Jinja2 templates with parameters, immutable versions, movable aliases.\n\n"
@@ -63,7 +63,7 @@ def _pairs(items: list[str] | None, flag: str, parse_values: bool) -> dict[str, 
 
 def _read_file(path: Path) -> dict[str, Any]:
     from fmstack.app.prompts import PromptError
-    from fmstack.yamlfile import line_of, read_yaml
+    from fmstack.core.yamlfile import line_of, read_yaml
 
     data, root = read_yaml(path, "prompt file", PromptError)
     if not isinstance(data, dict):
@@ -264,7 +264,7 @@ def render(
     try:
         variables: dict[str, Any] = {}
         if vars_file:
-            from fmstack.yamlfile import read_yaml
+            from fmstack.core.yamlfile import read_yaml
 
             data, _ = read_yaml(vars_file, "variables file", PromptError)
             if not isinstance(data, dict):
@@ -325,7 +325,7 @@ def stats(name: str = typer.Argument(..., help="The prompt.")) -> None:
 
     Example: fmstack prompt stats capitals
     """
-    from fmstack.infra.store.traces import prompt_stats
+    from fmstack.core.store.traces import prompt_stats
 
     store = _store()
     with store.sessions() as session:

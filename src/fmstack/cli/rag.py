@@ -10,8 +10,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Column, Table
 
 from fmstack.cli.common import console, err, fail
-from fmstack.config import get_settings
-from fmstack.errors import FmstackError
+from fmstack.core.config import get_settings
+from fmstack.core.errors import FmstackError
 
 rag_app = typer.Typer(
     help="Retrieval-augmented generation: ingest documents, then ask questions answered with citations.\n\n"
@@ -23,8 +23,8 @@ rag_app = typer.Typer(
 def _rag():
     from fmstack.app.rag import Rag
     from fmstack.engines.pool import EnginePool
-    from fmstack.infra.registry import Registry
-    from fmstack.infra.store import open_store
+    from fmstack.core.registry import Registry
+    from fmstack.core.store import open_store
 
     settings = get_settings()
     return Rag(open_store(settings), settings, EnginePool(Registry(settings), settings))
@@ -100,7 +100,7 @@ def list_collections() -> None:
     Example: fmstack rag list
     """
     from fmstack.app.rag.collections import list_collections as rows
-    from fmstack.infra.store import open_store
+    from fmstack.core.store import open_store
 
     with open_store(get_settings())() as s:
         data = rows(s)
@@ -171,7 +171,7 @@ def ask(
     """
     from fmstack.app.rag.collections import get_collection
     from fmstack.app.rag.rag_client import stream_answer
-    from fmstack.infra.store import open_store
+    from fmstack.core.store import open_store
 
     settings = get_settings()
     model = model or settings.default_model
@@ -180,7 +180,7 @@ def ask(
         if url is None:  # fail fast, before any model loads
             with open_store(settings)() as s:
                 get_collection(s, collection)
-            from fmstack.app.chat import _embedded_server
+            from fmstack.cli.chat import _embedded_server
 
             with console.status(f"loading {model}"):
                 url = _embedded_server(settings, model).removesuffix("/v1")

@@ -18,8 +18,8 @@ from rich.progress import (
 )
 
 from fmstack.cli.common import console, fail
-from fmstack.config import get_settings
-from fmstack.errors import FmstackError
+from fmstack.core.config import get_settings
+from fmstack.core.errors import FmstackError
 
 train_app = typer.Typer(
     help="Train models: pretrain from scratch, fine-tune (LoRA or full), DPO, classify.\n\n"
@@ -250,7 +250,7 @@ def _pretrain_progress() -> Iterator[Callable[[str, dict], None]]:
 
 
 def _register_pretrained(name: str, out: Path, context: int) -> None:
-    from fmstack.infra.registry import register_user_model
+    from fmstack.core.registry import register_user_model
 
     register_user_model(get_settings(), name, engine="transformers", source=f"path:{out.resolve()}",
                         context_length=context, description="pretrained by fmstack train pretrain")  # fmt: skip

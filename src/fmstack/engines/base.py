@@ -11,8 +11,8 @@ from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-from fmstack.errors import ContextLengthExceeded, InvalidRequest
-from fmstack.infra.registry import ModelSpec
+from fmstack.core.errors import ContextLengthExceeded, InvalidRequest
+from fmstack.core.registry import ModelSpec
 
 
 @dataclass

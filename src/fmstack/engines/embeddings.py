@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from fmstack.errors import InvalidRequest
-from fmstack.infra.registry import ModelSpec
+from fmstack.core.errors import InvalidRequest
+from fmstack.core.registry import ModelSpec
 
 
 class EmbeddingEngine:

@@ -18,7 +18,7 @@ import numpy as np
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 from llama_cpp.llama_grammar import JSON_GBNF, LlamaGrammar
 
-from fmstack.config import Settings
+from fmstack.core.config import Settings
 from fmstack.engines.base import (
     Engine,
     Event,
@@ -32,8 +32,8 @@ from fmstack.engines.base import (
 )
 from fmstack.engines.decoding import LogprobEntry, TextAssembler
 from fmstack.engines.scheduler import Scheduler
-from fmstack.errors import InvalidRequest
-from fmstack.infra.registry import ModelSpec
+from fmstack.core.errors import InvalidRequest
+from fmstack.core.registry import ModelSpec
 
 
 class LlamaCppEngine(Engine):

@@ -5,12 +5,12 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
-from fmstack.config import Settings
+from fmstack.core.config import Settings
 from fmstack.engines.base import Engine
 from fmstack.engines.embeddings import EmbeddingEngine
-from fmstack.errors import InvalidRequest
-from fmstack.infra.registry import ModelSpec, Registry
-from fmstack.infra.sources import Progress
+from fmstack.core.errors import InvalidRequest
+from fmstack.core.registry import ModelSpec, Registry
+from fmstack.core.sources import Progress
 
 
 def load_engine(spec: ModelSpec, settings: Settings, progress: Progress | None = None) -> Engine | EmbeddingEngine:

@@ -19,8 +19,8 @@ from fmstack.engines.base import (
     TopLogprob,
     validate_messages,
 )
-from fmstack.errors import EngineError, FmstackError, QueueFull
-from fmstack.infra.registry import ModelSpec
+from fmstack.core.errors import EngineError, FmstackError, QueueFull
+from fmstack.core.registry import ModelSpec
 
 
 class RemoteEngine(Engine):

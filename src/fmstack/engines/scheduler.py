@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 
 from fmstack.engines.base import Event, Prepared
-from fmstack.errors import QueueFull
+from fmstack.core.errors import QueueFull
 
 Generate = Callable[[Prepared, threading.Event], Iterator[Event]]
 _END = object()

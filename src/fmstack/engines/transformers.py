@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from fmstack.config import Settings
+from fmstack.core.config import Settings
 from fmstack.engines.base import (
     Engine,
     Event,
@@ -29,8 +29,8 @@ from fmstack.engines.base import (
 )
 from fmstack.engines.decoding import LogprobEntry, TextAssembler
 from fmstack.engines.scheduler import Scheduler
-from fmstack.errors import InvalidRequest
-from fmstack.infra.registry import ModelSpec
+from fmstack.core.errors import InvalidRequest
+from fmstack.core.registry import ModelSpec
 
 
 class TransformersEngine(Engine):

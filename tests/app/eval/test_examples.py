@@ -101,10 +101,10 @@ def test_a_real_model_writes_code_that_passes_real_tests(tmp_path, monkeypatch):
     from fmstack.app.eval.generate import LocalGenerator
     from fmstack.app.eval.runner import Runner, RunOptions
     from fmstack.app.eval.suite import Suite
-    from fmstack.config import get_settings
+    from fmstack.core.config import get_settings
     from fmstack.engines.pool import EnginePool
-    from fmstack.infra.registry import Registry
-    from fmstack.infra.store import open_store
+    from fmstack.core.registry import Registry
+    from fmstack.core.store import open_store
 
     monkeypatch.setenv("FMSTACK_HOME", str(tmp_path))
     monkeypatch.delenv("FMSTACK_DATABASE_URL", raising=False)

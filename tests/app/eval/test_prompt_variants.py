@@ -14,9 +14,9 @@ from fmstack.app.eval.runner import Runner, RunOptions, load_run
 from fmstack.app.eval.suite import load_suite
 from fmstack.app.prompts import PromptStore
 from fmstack.cli import app
-from fmstack.config import get_settings
-from fmstack.errors import FmstackError
-from fmstack.infra.store import open_store
+from fmstack.core.config import get_settings
+from fmstack.core.errors import FmstackError
+from fmstack.core.store import open_store
 from tests.conftest import TEST_MODEL
 
 ANSWERS = {"France": "Paris", "Japan": "Tokyo", "Peru": "Lima"}
@@ -158,8 +158,8 @@ def test_eval_run_with_two_prompt_versions_of_a_real_model(store, tmp_path):
 
 def test_production_calls_through_a_prompt_become_cases_for_its_next_version(store, tmp_path):
     """`include: [{traces: {prompt: caps@production}}]`: each traced call's variables, rendered by another version."""
-    from fmstack.infra.store.traces import TraceWriter
-    from tests.infra.test_store import row
+    from fmstack.core.store.traces import TraceWriter
+    from tests.core.test_store import row
 
     writer = TraceWriter(store.sessions)
     for i, (country, version) in enumerate([("France", "1"), ("Japan", "1"), ("Peru", "2")]):

@@ -9,8 +9,8 @@ import pytest
 from fmstack.app.eval.generate import Generated
 from fmstack.app.eval.runner import Runner, RunOptions, gate, load_run
 from fmstack.app.eval.suite import load_suite
-from fmstack.config import get_settings
-from fmstack.infra.store import open_store
+from fmstack.core.config import get_settings
+from fmstack.core.store import open_store
 
 ANSWERS = {"France": "Paris", "Japan": "Tokyo", "Peru": "Lima"}
 
@@ -128,7 +128,7 @@ def test_pairwise_cancels_position_bias(home, tmp_path):
 
 def test_a_run_stopped_midway_is_stored_as_interrupted_not_running(home, tmp_path):
     """Ctrl-C during generation: the stored run says so, instead of looking like it is still going."""
-    from fmstack.infra.store.schema import EvalRun
+    from fmstack.core.store.schema import EvalRun
 
     class Interrupting(Scripted):
         async def generate(self, model, messages, params):

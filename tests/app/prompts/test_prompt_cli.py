@@ -123,8 +123,8 @@ def test_user_errors_exit_2_with_one_line(home, tmp_path):
 
 def test_traces_list_filters_and_stats_group_by_prompt_version(home):
     from fmstack.app.prompts import PromptStore
-    from fmstack.infra.store.traces import TraceWriter
-    from tests.infra.test_store import row
+    from fmstack.core.store.traces import TraceWriter
+    from tests.core.test_store import row
 
     store = PromptStore.open()
     store.save("capitals", {"user": "Capital of {{ country }}?"})

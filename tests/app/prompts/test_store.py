@@ -5,7 +5,7 @@ import pytest
 
 from fmstack.app import prompts
 from fmstack.app.prompts import MissingVariable, PromptContent, PromptError, PromptNotFound, PromptStore, parse_ref
-from fmstack.infra.store.schema import PromptVersion
+from fmstack.core.store.schema import PromptVersion
 
 V1 = {"system": "You are a geography teacher.", "user": "Capital of {{ country }}?", "params": {"temperature": 0}}
 V2 = {"system": "You are a geography teacher.", "user": "What is the capital of {{ country }}?", "params": {}}

@@ -6,10 +6,10 @@ import functools
 from pathlib import Path
 
 from fmstack.app.rag import Rag
-from fmstack.config import Settings
+from fmstack.core.config import Settings
 from fmstack.engines.pool import EnginePool
-from fmstack.infra.registry import Registry
-from fmstack.infra.store import open_store
+from fmstack.core.registry import Registry
+from fmstack.core.store import open_store
 
 WIKI_TITLES = [
     "Abraham Lincoln", "Aristotle", "An American in Paris", "Actrius", "Algeria",

@@ -50,7 +50,7 @@ def test_only_relevant_chunks_are_cited():
 
 def test_traced_rag_answers_are_scored_against_their_retrieved_chunks():
     from fmstack.app.eval.scoring import _trace_case
-    from fmstack.infra.store.schema import Trace
+    from fmstack.core.store.schema import Trace
 
     trace = Trace(
         id="chatcmpl-x",

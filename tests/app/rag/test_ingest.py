@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 
 from fmstack.app.rag import ChunkConfig, Filters
 from fmstack.app.rag.index import VectorIndex
-from fmstack.infra.store.schema import RagChunk, RagDocument
+from fmstack.core.store.schema import RagChunk, RagDocument
 
 from .helpers import make_rag, write_formats
 
@@ -126,7 +126,7 @@ def test_moved_text_reuses_embeddings_and_a_lost_index_is_rebuilt(tmp_path):
 
 def test_postgresql_store_with_its_full_text_search(tmp_path):
     from tests.conftest import free_port
-    from tests.infra.postgres import postgres_server
+    from tests.core.postgres import postgres_server
 
     folder = tmp_path / "docs"
     files = write_formats(folder)

@@ -8,7 +8,7 @@ import pytest
 
 from fmstack.app.rag.chunking import ChunkConfig, Tokenizer, chunk_document
 from fmstack.app.rag.loaders import Unreadable, parse_file
-from fmstack.errors import InvalidRequest
+from fmstack.core.errors import InvalidRequest
 
 from .helpers import HTML, JSONL, MARKDOWN, PDF_PAGES, pdf_bytes, shared_pool
 

@@ -20,8 +20,8 @@ from fmstack.app.rag.evaluate import evaluate, load_questions
 from fmstack.app.rag.index import VectorIndex
 from fmstack.app.rag.pg_index import PgVectorIndex, vector_dimensions
 from tests.conftest import free_port
-from tests.infra.postgres import postgres_server
-from tests.infra.test_migration_0003 import alembic
+from tests.core.postgres import postgres_server
+from tests.core.test_migration_0003 import alembic
 
 from .helpers import WIKI_TITLES, make_rag, write_formats
 

@@ -13,7 +13,7 @@ from fmstack.app.rag.answer import MIN_SIMILARITY
 from fmstack.app.rag.corpus import write_wiki_corpus
 from fmstack.app.rag.evaluate import evaluate, load_questions
 from fmstack.app.rag.keyword import keyword_search
-from fmstack.errors import InvalidRequest, NotFound
+from fmstack.core.errors import InvalidRequest, NotFound
 
 from .helpers import JSONL, WIKI_TITLES, make_rag
 

@@ -6,7 +6,7 @@ import pickle
 
 import pytest
 
-from fmstack.errors import FmstackError
+from fmstack.core.errors import FmstackError
 from fmstack.model.data.clean import DROP_RULES, CleanConfig, Cleaner, redact_pii
 from fmstack.model.data.documents import Document, StepStats
 

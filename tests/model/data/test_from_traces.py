@@ -10,9 +10,9 @@ import pytest
 from typer.testing import CliRunner
 
 from fmstack.cli import app
-from fmstack.config import get_settings
-from fmstack.infra.store import open_store
-from fmstack.infra.store.traces import TraceWriter, add_feedback
+from fmstack.core.config import get_settings
+from fmstack.core.store import open_store
+from fmstack.core.store.traces import TraceWriter, add_feedback
 from fmstack.model.train.chat_data import load_preferences, load_sft
 
 SYSTEM = {"role": "system", "content": "Answer briefly."}

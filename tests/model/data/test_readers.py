@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from fmstack.errors import FmstackError
+from fmstack.core.errors import FmstackError
 from fmstack.model.data.documents import Document
 from fmstack.model.data.readers import Fields, plan_shards, read_shard
 

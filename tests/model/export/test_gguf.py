@@ -22,8 +22,8 @@ from typer.testing import CliRunner
 
 from fmstack import cli
 from fmstack.cli import app
-from fmstack.config import Settings, get_settings
-from fmstack.infra.registry import Registry
+from fmstack.core.config import Settings, get_settings
+from fmstack.core.registry import Registry
 from fmstack.model.convert import gguf_to_hf
 from fmstack.model.data.tokenize import save_tokenizer, train_bpe
 from fmstack.model.export.gguf import export_gguf

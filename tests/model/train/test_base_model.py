@@ -11,9 +11,9 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from fmstack.config import Settings
-from fmstack.errors import FmstackError, InvalidRequest, ModelUnavailable
-from fmstack.infra.registry import Registry
+from fmstack.core.config import Settings
+from fmstack.core.errors import FmstackError, InvalidRequest, ModelUnavailable
+from fmstack.core.registry import Registry
 from fmstack.model.train import base_model
 from fmstack.model.train.base_model import resolve_checkpoint, verification_path
 from tests.conftest import TEST_MODEL

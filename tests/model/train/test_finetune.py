@@ -17,11 +17,11 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from typer.testing import CliRunner
 
 from fmstack.cli import app
-from fmstack.config import Settings
+from fmstack.core.config import Settings
 from fmstack.engines.base import Delta, Finish, GenerationRequest
 from fmstack.engines.pool import load_engine
-from fmstack.errors import InvalidRequest
-from fmstack.infra.registry import Registry
+from fmstack.core.errors import InvalidRequest
+from fmstack.core.registry import Registry
 from fmstack.model.train.chat_data import load_sft
 from fmstack.model.train.finetune import IGNORE, encode_chat
 from tests.conftest import TEST_MODEL

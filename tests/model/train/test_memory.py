@@ -10,7 +10,7 @@ import pytest
 import torch
 from transformers import LlamaConfig
 
-from fmstack.errors import InvalidRequest
+from fmstack.core.errors import InvalidRequest
 from fmstack.model.train import memory
 
 # Two AdamW steps of a Llama in a fresh process; its peak resident memory above what it held before the model

@@ -121,10 +121,10 @@ def test_writes_a_hugging_face_checkpoint_that_learned(run):
 def test_registered_model_serves_on_the_transformers_engine(run, monkeypatch):
     import asyncio
 
-    from fmstack.config import get_settings
+    from fmstack.core.config import get_settings
     from fmstack.engines.base import Delta, GenerationRequest
     from fmstack.engines.pool import load_engine
-    from fmstack.infra.registry import Registry
+    from fmstack.core.registry import Registry
 
     out, home, _ = run
     monkeypatch.setenv("FMSTACK_HOME", str(home))

@@ -11,8 +11,8 @@ import openai
 
 from fmstack.engines.base import Delta, Finish, GenerationRequest
 from fmstack.engines.pool import EnginePool
-from fmstack.errors import FmstackError
-from fmstack.infra.registry import Registry
+from fmstack.core.errors import FmstackError
+from fmstack.core.registry import Registry
 
 GENERATION_PARAMS = {"temperature", "top_p", "max_tokens", "stop", "seed", "response_format"}
 

@@ -27,7 +27,7 @@ from rich.text import Text
 
 from fmstack.app.eval.results import MetricInfo, ResultRow, RunData
 from fmstack.app.eval.stats import bootstrap_mean_ci
-from fmstack.htmlpage import page, png_uri
+from fmstack.core.htmlpage import page, png_uri
 
 TRUST_KAPPA = 0.4  # as calibrate.TRUST_KAPPA (not imported: that would load sklearn just to render a report)
 WORST_N = 5

@@ -24,8 +24,8 @@ from fmstack.app.eval.metrics import Case, Metric, MetricContext, Output, Score
 from fmstack.app.eval.metrics.judge import Pairwise
 from fmstack.app.eval.results import MetricInfo, MetricScore, ResultRow, RunData
 from fmstack.app.eval.suite import Suite, metric_label
-from fmstack.errors import FmstackError
-from fmstack.infra.store.schema import EvalCache, EvalResult, EvalRun, JudgeCalibration, utcnow
+from fmstack.core.errors import FmstackError
+from fmstack.core.store.schema import EvalCache, EvalResult, EvalRun, JudgeCalibration, utcnow
 
 DEFAULT_PARAMS = {"temperature": 0.0, "max_tokens": 256}
 JUDGE_PARAMS = {"temperature": 0.0, "max_tokens": 300}
@@ -339,7 +339,7 @@ def latest_agreement(sessions: sessionmaker, judge: str, metric: str) -> dict | 
 
 def load_run(sessions: sessionmaker, run_id: str) -> RunData:
     """A stored run, as the same RunData the runner returned."""
-    from fmstack.errors import NotFound
+    from fmstack.core.errors import NotFound
 
     with sessions() as s:
         run = s.get(EvalRun, run_id)

@@ -15,9 +15,9 @@ from fmstack.app.eval.calibrate import agreement
 from fmstack.app.eval.generate import Generator
 from fmstack.app.eval.metrics import Case, Metric, MetricContext, Output, Score
 from fmstack.app.eval.runner import OutputCache, make_judge, score_one
-from fmstack.errors import FmstackError, InvalidRequest
-from fmstack.infra.store.schema import JudgeCalibration, TraceScore
-from fmstack.infra.store.traces import list_traces
+from fmstack.core.errors import FmstackError, InvalidRequest
+from fmstack.core.store.schema import JudgeCalibration, TraceScore
+from fmstack.core.store.traces import list_traces
 
 LABELS = {"correct": 1, "incorrect": 0, "good": 1, "bad": 0, "yes": 1, "no": 0, True: 1, False: 0}
 

@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from fmstack.errors import FmstackError
+from fmstack.core.errors import FmstackError
 
 Row = tuple[str, dict[str, Any]]  # (where it came from: "file:line", the case fields)
 JSON_COLUMNS = ("messages", "vars", "context", "metadata", "metrics")
@@ -71,7 +71,7 @@ def _decode_json_columns(row: dict, where: str, error) -> dict:
 
 def cases_from_traces(filters, sessions) -> list[Row]:
     """Stored successful chat traces as cases: their messages as input; a user's correction as the reference."""
-    from fmstack.infra.store.traces import list_traces
+    from fmstack.core.store.traces import list_traces
 
     if sessions is None:
         raise FmstackError("Cases from traces need the store; run through `fmstack eval run`.")

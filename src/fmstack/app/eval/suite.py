@@ -28,8 +28,8 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from fmstack.app.eval.metrics import Case, Metric, get_metric
-from fmstack.errors import FmstackError
-from fmstack.yamlfile import dotted, line_of, read_yaml, validate
+from fmstack.core.errors import FmstackError
+from fmstack.core.yamlfile import dotted, line_of, read_yaml, validate
 
 
 class SuiteError(FmstackError):

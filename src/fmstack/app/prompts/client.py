@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fmstack.app.prompts.store import PromptStore, StoredPrompt
-from fmstack.config import Settings, get_settings
-from fmstack.errors import FmstackError, InvalidRequest
+from fmstack.core.config import Settings, get_settings
+from fmstack.core.errors import FmstackError, InvalidRequest
 
 GENERATION_PARAMS = ("temperature", "top_p", "max_tokens", "stop", "seed", "response_format")
 
@@ -105,7 +105,7 @@ class Prompts:
         with self._lock:
             if self._pool is None:
                 from fmstack.engines.pool import EnginePool
-                from fmstack.infra.registry import Registry
+                from fmstack.core.registry import Registry
 
                 self._pool = EnginePool(Registry(self.settings), self.settings)
             return self._pool
@@ -114,7 +114,7 @@ class Prompts:
     def writer(self):
         with self._lock:
             if self._writer is None:
-                from fmstack.infra.store.traces import TraceWriter
+                from fmstack.core.store.traces import TraceWriter
 
                 self._writer = TraceWriter(self.store.sessions)
             return self._writer
@@ -127,7 +127,7 @@ class Prompts:
 
     async def _generate(self, rendered: Rendered, model: str, sampling: dict, app: str | None) -> Completion:
         from fmstack.engines.base import Delta, Finish, GenerationRequest
-        from fmstack.infra.store.schema import utcnow
+        from fmstack.core.store.schema import utcnow
 
         prompt = rendered.prompt
         trace_id = f"chatcmpl-{uuid.uuid4().hex}"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from fmstack.errors import FmstackError
+from fmstack.core.errors import FmstackError
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 ALIAS = re.compile(r"[a-z0-9_-]{1,64}")

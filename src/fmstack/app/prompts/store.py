@@ -17,9 +17,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from fmstack.app.prompts.refs import PromptError, PromptRef, check_alias, check_name, parse_ref
 from fmstack.app.prompts.template import PromptContent
-from fmstack.config import Settings, get_settings
-from fmstack.errors import NotFound
-from fmstack.infra.store.schema import PromptAlias, PromptAliasMove, PromptVersion, utcnow
+from fmstack.core.config import Settings, get_settings
+from fmstack.core.errors import NotFound
+from fmstack.core.store.schema import PromptAlias, PromptAliasMove, PromptVersion, utcnow
 
 
 class PromptNotFound(NotFound):
@@ -123,7 +123,7 @@ class PromptStore:
 
     @classmethod
     def open(cls, settings: Settings | None = None) -> PromptStore:
-        from fmstack.infra.store import open_store
+        from fmstack.core.store import open_store
 
         return cls(open_store(settings or get_settings()))
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fmstack.app.rag.loaders import Block, Parsed
-from fmstack.errors import InvalidRequest
+from fmstack.core.errors import InvalidRequest
 
 STRATEGIES = ("tokens", "structure")
 

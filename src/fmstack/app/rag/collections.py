@@ -11,8 +11,8 @@ from pathlib import Path
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from fmstack.errors import InvalidRequest, NotFound
-from fmstack.infra.store.schema import RagChunk, RagCollection, RagDocument, utcnow
+from fmstack.core.errors import InvalidRequest, NotFound
+from fmstack.core.store.schema import RagChunk, RagCollection, RagDocument, utcnow
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 

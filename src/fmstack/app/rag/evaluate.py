@@ -18,7 +18,7 @@ from pathlib import Path
 
 from fmstack.app.rag.answer import MIN_SIMILARITY, ground
 from fmstack.app.rag.retrieve import Hit
-from fmstack.errors import FmstackError
+from fmstack.core.errors import FmstackError
 
 KS = (1, 3, 5, 10)
 

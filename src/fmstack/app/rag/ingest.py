@@ -25,8 +25,8 @@ from fmstack.app.rag.chunking import Chunk, ChunkConfig, chunk_document
 from fmstack.app.rag.collections import get_or_create
 from fmstack.app.rag.index import Index
 from fmstack.app.rag.loaders import Unreadable, file_format, parse_file
-from fmstack.errors import InvalidRequest
-from fmstack.infra.store.schema import RagChunk, RagCollection, RagDocument, utcnow
+from fmstack.core.errors import InvalidRequest
+from fmstack.core.store.schema import RagChunk, RagCollection, RagDocument, utcnow
 
 Progress = Callable[[int, int, str], None]  # (files done, files in all, current file)
 

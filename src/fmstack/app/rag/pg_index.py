@@ -24,7 +24,7 @@ from sqlalchemy import bindparam, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from fmstack.app.rag.index import EF_SEARCH
-from fmstack.infra.store.schema import RagCollection
+from fmstack.core.store.schema import RagCollection
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from urllib.parse import quote
 
 import httpx
 
-from fmstack.errors import FmstackError
+from fmstack.core.errors import FmstackError
 
 
 def stream_answer(base: str, collection: str, body: dict, on_text: Callable[[str], None], timeout: float = 600) -> list:

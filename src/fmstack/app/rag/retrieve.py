@@ -20,8 +20,8 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from fmstack.errors import InvalidRequest
-from fmstack.infra.store.schema import RagChunk, RagDocument
+from fmstack.core.errors import InvalidRequest
+from fmstack.core.store.schema import RagChunk, RagDocument
 
 RRF_K = 60
 RERANKERS = ("none", "similarity", "mmr")

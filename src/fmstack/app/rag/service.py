@@ -34,10 +34,10 @@ from fmstack.app.rag.retrieve import (
     mmr,
     rrf,
 )
-from fmstack.config import Settings
+from fmstack.core.config import Settings
 from fmstack.engines.pool import EnginePool
-from fmstack.errors import InvalidRequest
-from fmstack.infra.store.schema import RagChunk, RagCollection
+from fmstack.core.errors import InvalidRequest
+from fmstack.core.store.schema import RagChunk, RagCollection
 
 HEADING_ROOM = 32  # tokens kept free for the heading path embedded with each chunk
 

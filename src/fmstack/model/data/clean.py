@@ -52,7 +52,7 @@ from typing import Any
 import ftfy
 from selectolax.lexbor import LexborHTMLParser
 
-from fmstack.errors import InvalidRequest
+from fmstack.core.errors import InvalidRequest
 from fmstack.model.data.documents import Document, StepStats
 
 __all__ = [

@@ -25,10 +25,10 @@ from pathlib import Path
 from pydantic import ValidationError
 from sqlalchemy.orm import sessionmaker
 
-from fmstack.errors import FmstackError, InvalidRequest
-from fmstack.infra.server.schemas import Message
-from fmstack.infra.store.schema import Trace
-from fmstack.infra.store.traces import iter_traces
+from fmstack.core.errors import FmstackError, InvalidRequest
+from fmstack.engines.messages import Message
+from fmstack.core.store.schema import Trace
+from fmstack.core.store.traces import iter_traces
 from fmstack.model.data.stages import atomic_write_bytes
 
 FORMATS = ("sft", "dpo")

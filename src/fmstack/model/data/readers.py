@@ -21,7 +21,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from fmstack.errors import InvalidRequest
+from fmstack.core.errors import InvalidRequest
 from fmstack.model.data.documents import Document, Rejected
 
 JSONL = {".jsonl", ".ndjson"}

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from fmstack.htmlpage import page, png_uri
+from fmstack.core.htmlpage import page, png_uri
 
 _e = html.escape
 

@@ -22,8 +22,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from fmstack.errors import FmstackError
-from fmstack.yamlfile import line_of, read_yaml, validate
+from fmstack.core.errors import FmstackError
+from fmstack.core.yamlfile import line_of, read_yaml, validate
 
 
 class PipelineError(FmstackError):

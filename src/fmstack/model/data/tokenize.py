@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-from fmstack.errors import FmstackError, InvalidRequest, ModelUnavailable
-from fmstack.infra.sources import sha256_of
+from fmstack.core.errors import FmstackError, InvalidRequest, ModelUnavailable
+from fmstack.core.sources import sha256_of
 
 DEFAULT_SPECIAL_TOKENS = ("<|bos|>", "<|eos|>", "<|pad|>", "<|unk|>")
 ROLES = ("bos", "eos", "pad", "unk")  # the meaning of the first four special tokens, in order
@@ -226,8 +226,8 @@ def _resolve(spec: str) -> _Loaded:
     path = Path(spec).expanduser()
     if path.exists():
         return _from_path(path)
-    from fmstack.config import get_settings
-    from fmstack.infra.registry import Registry
+    from fmstack.core.config import get_settings
+    from fmstack.core.registry import Registry
 
     settings = get_settings()
     registry = Registry(settings)
@@ -320,7 +320,7 @@ def _from_hub(name: str, cache_dir: Path) -> _Loaded:
     once instead of transformers retrying for tens of seconds."""
     from huggingface_hub import constants
 
-    from fmstack.infra.sources import _reachable
+    from fmstack.core.sources import _reachable
 
     try:
         return _from_transformers(name, cache_dir=cache_dir, local_files_only=True)

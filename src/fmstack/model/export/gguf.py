@@ -28,7 +28,7 @@ import torch
 from safetensors import safe_open
 from transformers import LlamaConfig
 
-from fmstack.errors import FmstackError, InvalidRequest
+from fmstack.core.errors import FmstackError, InvalidRequest
 from fmstack.model.export.tokenizer import read_vocab
 
 # --quant -> llama.cpp file type. f32/f16 are written directly; the others are quantized by llama.cpp.

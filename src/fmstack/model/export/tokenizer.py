@@ -18,7 +18,7 @@ from typing import Any
 import gguf
 from transformers import AutoTokenizer
 
-from fmstack.errors import InvalidRequest
+from fmstack.core.errors import InvalidRequest
 
 # Pre-tokenizer structure (the steps of tokenizer.json's pre_tokenizer) -> llama.cpp's name for the same regexes:
 # "gpt-2" is GPT-2's regex alone; "smollm" first isolates every digit, then applies GPT-2's regex.

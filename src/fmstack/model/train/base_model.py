@@ -25,10 +25,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fmstack.config import Settings
-from fmstack.errors import InvalidRequest, ModelUnavailable
-from fmstack.infra.registry import ModelSpec, Registry
-from fmstack.infra.sources import Progress
+from fmstack.core.config import Settings
+from fmstack.core.errors import InvalidRequest, ModelUnavailable
+from fmstack.core.registry import ModelSpec, Registry
+from fmstack.core.sources import Progress
 
 # Fixed prompts: chat-formatted like fine-tuning data, one of them long enough to check deep positions.
 VERIFY_PROMPTS = [

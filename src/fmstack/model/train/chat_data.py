@@ -18,8 +18,8 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, PrivateAttr, StrictStr, ValidationError, ValidationInfo, field_validator
 
-from fmstack.errors import InvalidRequest
-from fmstack.yamlfile import dotted
+from fmstack.core.errors import InvalidRequest
+from fmstack.core.yamlfile import dotted
 
 
 class Record(BaseModel):

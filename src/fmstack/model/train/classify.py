@@ -19,9 +19,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from fmstack.config import Settings
-from fmstack.errors import InvalidRequest
-from fmstack.infra.registry import Registry
+from fmstack.core.config import Settings
+from fmstack.core.errors import InvalidRequest
+from fmstack.core.registry import Registry
 from fmstack.model.train.chat_data import read_records
 from fmstack.model.train.trainer_progress import quiet_libraries
 

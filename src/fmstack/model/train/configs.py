@@ -20,8 +20,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from fmstack.errors import FmstackError
-from fmstack.yamlfile import line_of, read_yaml, validate
+from fmstack.core.errors import FmstackError
+from fmstack.core.yamlfile import line_of, read_yaml, validate
 
 
 class ConfigError(FmstackError):

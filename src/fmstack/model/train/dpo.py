@@ -24,9 +24,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from fmstack.config import Settings
-from fmstack.errors import InvalidRequest
-from fmstack.infra.sources import Progress
+from fmstack.core.config import Settings
+from fmstack.core.errors import InvalidRequest
+from fmstack.core.sources import Progress
 from fmstack.model.train import memory
 from fmstack.model.train.base_model import resolve_checkpoint
 from fmstack.model.train.chat_data import ConversationalPair, PreferenceRecord, load_preferences
@@ -280,7 +280,7 @@ def _save(trainer: Any, tokenizer: Any, config: DpoConfig, summary: dict) -> Non
 
 
 def _register(config: DpoConfig, settings: Settings, context: int) -> None:
-    from fmstack.infra.registry import register_user_model
+    from fmstack.core.registry import register_user_model
 
     register_user_model(
         settings,

@@ -30,8 +30,8 @@ from typing import Any
 
 import torch
 
-from fmstack.config import Settings
-from fmstack.errors import InvalidRequest
+from fmstack.core.config import Settings
+from fmstack.core.errors import InvalidRequest
 from fmstack.model.train import memory
 from fmstack.model.train.base_model import resolve_checkpoint
 from fmstack.model.train.chat_data import SftRecord, load_sft
@@ -430,7 +430,7 @@ def save(model: Any, tokenizer: Any, config: FinetuneConfig, summary: dict) -> N
 
 
 def _register(config: FinetuneConfig, settings: Settings, context: int) -> None:
-    from fmstack.infra.registry import register_user_model
+    from fmstack.core.registry import register_user_model
 
     register_user_model(
         settings,

@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from fmstack.errors import InvalidRequest
+from fmstack.core.errors import InvalidRequest
 
 GB = 1024**3
 

@@ -29,7 +29,7 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from fmstack.errors import FmstackError
+from fmstack.core.errors import FmstackError
 from fmstack.model.data.tokenize import TextTokenizer, load_blocks, load_tokenizer
 from fmstack.model.train import memory
 from fmstack.model.train.checkpoint import latest_checkpoint, load_checkpoint, read_state, save_checkpoint

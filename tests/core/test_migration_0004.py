@@ -3,8 +3,8 @@ added, nothing else changes; the FTS triggers keep the keyword index in step; it
 
 from sqlalchemy import inspect, text
 
-from fmstack.config import get_settings
-from tests.infra.test_migration_0003 import alembic, engine_for, fill_0002
+from fmstack.core.config import get_settings
+from tests.core.test_migration_0003 import alembic, engine_for, fill_0002
 
 RAG_TABLES = {"rag_collections", "rag_documents", "rag_chunks"}
 

@@ -19,10 +19,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from fmstack.app.rag import Filters, Rag
 from fmstack.app.rag.answer import MIN_SIMILARITY, ground, i_dont_know, question_of
 from fmstack.engines.base import Delta, Event, Finish
-from fmstack.errors import InvalidRequest
-from fmstack.infra.server import openai_api
-from fmstack.infra.server.calls import Call
-from fmstack.infra.server.schemas import ChatCompletionRequest, Message
+from fmstack.core.errors import InvalidRequest
+from fmstack.server import openai_api
+from fmstack.server.calls import Call
+from fmstack.engines.messages import Message
+from fmstack.server.schemas import ChatCompletionRequest
 
 router = APIRouter(prefix="/v1/rag", tags=["RAG"])
 _LOCK = threading.Lock()

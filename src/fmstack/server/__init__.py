@@ -1,5 +1,5 @@
 """The HTTP server: the OpenAI-compatible API, the web UI's API, metrics and health."""
 
-from fmstack.infra.server.app import create_app
+from fmstack.server.app import create_app
 
 __all__ = ["create_app"]

@@ -13,8 +13,8 @@ import httpx
 import openai
 from rich.console import Console
 
-from fmstack.config import Settings
-from fmstack.errors import ModelUnavailable
+from fmstack.core.config import Settings
+from fmstack.core.errors import ModelUnavailable
 
 HELP = "commands: /model NAME  /system TEXT  /reset  /quit"
 
@@ -29,7 +29,7 @@ def _embedded_server(settings: Settings, model: str) -> str:
     """Start fmstack's server in a background thread; return its API base URL once it answers."""
     import uvicorn
 
-    from fmstack.infra.server import create_app
+    from fmstack.server import create_app
 
     port = _free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(settings, preload=[model]), port=port, log_level="error"))

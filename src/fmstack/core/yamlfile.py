@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from fmstack.errors import FmstackError
+from fmstack.core.errors import FmstackError
 
 M = TypeVar("M", bound=BaseModel)
 

@@ -12,15 +12,15 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from fmstack.engines.base import Delta
-from fmstack.errors import FmstackError
-from fmstack.infra.server.calls import Call
-from fmstack.infra.server.schemas import (
+from fmstack.core.errors import FmstackError
+from fmstack.server.calls import Call
+from fmstack.server.schemas import (
     ChatCompletionRequest,
     CompletionRequest,
     EmbeddingRequest,
     FeedbackRequest,
 )
-from fmstack.infra.store.traces import add_feedback
+from fmstack.core.store.traces import add_feedback
 
 router = APIRouter(prefix="/v1", tags=["OpenAI-compatible"])
 

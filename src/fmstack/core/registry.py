@@ -11,9 +11,9 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from fmstack.config import Settings
-from fmstack.errors import InvalidRequest, ModelNotFound
-from fmstack.infra import sources
+from fmstack.core.config import Settings
+from fmstack.core.errors import InvalidRequest, ModelNotFound
+from fmstack.core import sources
 
 BUILTIN = Path(__file__).with_name("models.toml")
 ENGINES = {"llamacpp", "transformers", "openai", "sentence-transformers"}

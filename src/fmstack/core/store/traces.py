@@ -14,8 +14,8 @@ from datetime import UTC, datetime
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
-from fmstack.errors import InvalidRequest, NotFound
-from fmstack.infra.store.schema import Feedback, Trace, TraceScore
+from fmstack.core.errors import InvalidRequest, NotFound
+from fmstack.core.store.schema import Feedback, Trace, TraceScore
 
 _STOP = object()
 

@@ -12,12 +12,12 @@ from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from fmstack.app.prompts import PromptContent, PromptStore, diff_prompts
-from fmstack.errors import InvalidRequest
-from fmstack.infra.server.calls import Call
-from fmstack.infra.server.openai_api import chat_response
-from fmstack.infra.server.schemas import ChatCompletionRequest
-from fmstack.infra.server.ui_api import WEB
-from fmstack.infra.store.traces import prompt_stats
+from fmstack.core.errors import InvalidRequest
+from fmstack.server.calls import Call
+from fmstack.server.openai_api import chat_response
+from fmstack.server.schemas import ChatCompletionRequest
+from fmstack.server.ui_api import WEB
+from fmstack.core.store.traces import prompt_stats
 
 router = APIRouter(tags=["prompts"])
 

@@ -9,7 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from fmstack.app.prompts import Prompts
-from fmstack.config import get_settings
+from fmstack.core.config import get_settings
 from tests.conftest import TEST_MODEL
 
 CAPITALS = {
@@ -21,7 +21,7 @@ CAPITALS = {
 
 @pytest.fixture()
 def client(home):
-    from fmstack.infra.server import create_app
+    from fmstack.server import create_app
 
     with TestClient(create_app()) as c:
         yield c

@@ -14,12 +14,12 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 from fmstack.engines.base import Delta, Event, Finish, Prepared
-from fmstack.errors import FmstackError, RequestTimeout
-from fmstack.infra.registry import ModelSpec
-from fmstack.infra.store.schema import utcnow
+from fmstack.core.errors import FmstackError, RequestTimeout
+from fmstack.core.registry import ModelSpec
+from fmstack.core.store.schema import utcnow
 
 if TYPE_CHECKING:
-    from fmstack.infra.server.app import Services
+    from fmstack.server.app import Services
 
 
 class Call:

@@ -14,16 +14,16 @@ from sqlalchemy.orm import sessionmaker
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from fmstack import __version__
-from fmstack.config import Settings, get_settings
+from fmstack.core.config import Settings, get_settings
 from fmstack.engines.pool import EnginePool
-from fmstack.errors import FmstackError, QueueFull
-from fmstack.infra.metrics import Metrics
-from fmstack.infra.registry import Registry
-from fmstack.infra.server import openai_api, prompts_api, rag_api, ui_api
-from fmstack.infra.server.calls import Call
-from fmstack.infra.server.limits import BodyLimit
-from fmstack.infra.store import open_store
-from fmstack.infra.store.traces import TraceWriter, score_summary
+from fmstack.core.errors import FmstackError, QueueFull
+from fmstack.core.metrics import Metrics
+from fmstack.core.registry import Registry
+from fmstack.server import openai_api, prompts_api, rag_api, ui_api
+from fmstack.server.calls import Call
+from fmstack.server.limits import BodyLimit
+from fmstack.core.store import open_store
+from fmstack.core.store.traces import TraceWriter, score_summary
 
 
 @dataclass

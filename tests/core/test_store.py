@@ -9,15 +9,15 @@ import textwrap
 import pytest
 from sqlalchemy import inspect, text
 
-from fmstack.config import get_settings
-from fmstack.infra.store import open_store
-from fmstack.infra.store.traces import TraceWriter, add_feedback, count_traces, get_trace, list_traces
+from fmstack.core.config import get_settings
+from fmstack.core.store import open_store
+from fmstack.core.store.traces import TraceWriter, add_feedback, count_traces, get_trace, list_traces
 from tests.conftest import free_port
-from tests.infra.postgres import postgres_server
+from tests.core.postgres import postgres_server
 
 
 def row(i: int, **extra) -> dict:
-    from fmstack.infra.store.schema import utcnow
+    from fmstack.core.store.schema import utcnow
 
     return (
         dict(
@@ -55,7 +55,7 @@ def exercise(settings) -> None:
 def newest_migration() -> str:
     from alembic.script import ScriptDirectory
 
-    from fmstack.infra.store.db import MIGRATIONS
+    from fmstack.core.store.db import MIGRATIONS
 
     return ScriptDirectory(str(MIGRATIONS)).get_current_head()
 
@@ -84,10 +84,10 @@ def test_one_bad_row_does_not_lose_the_batch(home):
 def test_committed_traces_survive_kill_9(home):
     script = textwrap.dedent("""
         import sys, time
-        from fmstack.config import get_settings
-        from fmstack.infra.store import open_store
-        from fmstack.infra.store.traces import TraceWriter
-        from tests.infra.test_store import row
+        from fmstack.core.config import get_settings
+        from fmstack.core.store import open_store
+        from fmstack.core.store.traces import TraceWriter
+        from tests.core.test_store import row
         writer = TraceWriter(open_store(get_settings()))
         for i in range(50):
             writer.write(row(i))

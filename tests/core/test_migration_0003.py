@@ -6,12 +6,12 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import create_engine, event, inspect, text
 
-from fmstack.config import get_settings
-from fmstack.infra.store import open_store
-from fmstack.infra.store.db import MIGRATIONS, _sqlite_pragmas
-from fmstack.infra.store.traces import get_trace
+from fmstack.core.config import get_settings
+from fmstack.core.store import open_store
+from fmstack.core.store.db import MIGRATIONS, _sqlite_pragmas
+from fmstack.core.store.traces import get_trace
 from tests.conftest import free_port
-from tests.infra.postgres import postgres_server
+from tests.core.postgres import postgres_server
 
 
 def alembic(engine, action: str, target: str) -> None:

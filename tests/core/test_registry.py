@@ -1,8 +1,8 @@
 import pytest
 
-from fmstack.config import get_settings
-from fmstack.errors import InvalidRequest, ModelNotFound
-from fmstack.infra.registry import Registry, register_user_model
+from fmstack.core.config import get_settings
+from fmstack.core.errors import InvalidRequest, ModelNotFound
+from fmstack.core.registry import Registry, register_user_model
 
 
 def test_builtins_and_user_entries(home):

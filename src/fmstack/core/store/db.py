@@ -9,7 +9,7 @@ from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import sessionmaker
 
-from fmstack.config import Settings
+from fmstack.core.config import Settings
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 

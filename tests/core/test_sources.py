@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from fmstack.errors import ModelUnavailable
-from fmstack.infra import sources
+from fmstack.core.errors import ModelUnavailable
+from fmstack.core import sources
 
 
 @pytest.fixture()

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlparse
 
-from fmstack.errors import ModelUnavailable
+from fmstack.core.errors import ModelUnavailable
 
 Progress = Callable[[int, int], None]
 

@@ -9,9 +9,9 @@ from pathlib import Path
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse
 
-from fmstack.infra.store.traces import get_trace, list_traces, trace_dict
+from fmstack.core.store.traces import get_trace, list_traces, trace_dict
 
-WEB = Path(__file__).resolve().parents[2] / "app" / "web"
+WEB = Path(__file__).with_name("web")
 router = APIRouter(tags=["web UI"])
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 
-from fmstack.errors import FmstackError
+from fmstack.core.errors import FmstackError
 
 
 class BodyTooLarge(FmstackError):

@@ -1,1 +1,0 @@
-"""Infrastructure layer: model registry and sources, the store, metrics and the server."""
