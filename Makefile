@@ -13,6 +13,7 @@ up: install
 
 test: install system-deps
 	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/lint-imports
 	$(BIN)/pytest
 
 install: $(STAMP)
@@ -55,6 +56,7 @@ system-deps:
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/lint-imports
 
 bench: install
 	$(BIN)/python benchmarks/serve.py

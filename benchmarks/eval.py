@@ -163,13 +163,10 @@ async def run_suite(sessions, generator, suite, concurrency: int, use_cache: boo
 async def bench_in_process(suite, root: Path, passes: int, progress: Callable[[str], None]) -> list[ConfigResult]:
     """Configurations 1-3: one engine pool shared by all (the model loads once, outside the timings)."""
     from fmstack.app.eval.generate import LocalGenerator
-    from fmstack.core.config import get_settings
-    from fmstack.engines.pool import EnginePool
-    from fmstack.core.registry import Registry
+    from fmstack.gateway import Gateway
 
-    settings = get_settings()
-    pool = EnginePool(Registry(settings), settings)
-    generator = LocalGenerator(pool)
+    gateway = Gateway.open()
+    generator = LocalGenerator(gateway)
     serial = ConfigResult("fmstack in-process, concurrency 1", "in-process", 1, "cold")
     concurrent = ConfigResult(f"fmstack in-process, concurrency {CONCURRENT}", "in-process", CONCURRENT, "cold")
     warm = ConfigResult(f"fmstack in-process re-run (cache), concurrency {CONCURRENT}", "in-process", CONCURRENT,
@@ -186,7 +183,7 @@ async def bench_in_process(suite, root: Path, passes: int, progress: Callable[[s
             progress(f"in-process: re-run from the cache, pass {p + 1}/{passes}")
             warm.passes.append(await run_suite(sessions, generator, suite, CONCURRENT, True))
     finally:
-        pool.close()
+        gateway.close()
     return [serial, concurrent, warm]
 
 

@@ -59,10 +59,10 @@ def ingestion(work: Path, quick: bool) -> tuple[dict, np.ndarray]:
     from fmstack.app.rag.corpus import write_wiki_corpus
     from fmstack.app.rag.loaders import parse_file
     from fmstack.core.config import get_settings
-    from fmstack.engines.pool import EnginePool
     from fmstack.core.registry import Registry
     from fmstack.core.store import open_store
     from fmstack.core.store.schema import RagChunk
+    from fmstack.engines.pool import EnginePool
 
     corpus = work / "wiki"
     files = write_wiki_corpus(corpus, QUICK_TITLES if quick else None)

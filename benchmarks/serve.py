@@ -452,8 +452,8 @@ async def bench_direct(env: dict[str, str], args: argparse.Namespace, prompts: l
     """fmstack's LlamaCppEngine in this process, built the way the server builds it (same settings)."""
     os.environ.update(env)
     from fmstack.core.config import get_settings
-    from fmstack.engines.pool import load_engine
     from fmstack.core.registry import Registry
+    from fmstack.engines.pool import load_engine
 
     settings = get_settings()
     progress.describe("direct engine: loading")

@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from fmstack.core.errors import ModelUnavailable
 from fmstack.core import sources
+from fmstack.core.errors import ModelUnavailable
 
 
 @pytest.fixture()

@@ -6,9 +6,9 @@ import time
 
 import pytest
 
+from fmstack.core.errors import QueueFull
 from fmstack.engines.base import Delta, Finish, GenerationRequest, Prepared
 from fmstack.engines.scheduler import Scheduler
-from fmstack.core.errors import QueueFull
 
 
 def prepared(n: int) -> Prepared:

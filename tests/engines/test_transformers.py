@@ -7,10 +7,10 @@ from typer.testing import CliRunner
 
 from fmstack.cli import app
 from fmstack.core.config import get_settings
-from fmstack.engines.base import Delta, Finish, GenerationRequest
-from fmstack.engines.pool import load_engine
 from fmstack.core.errors import InvalidRequest
 from fmstack.core.registry import Registry
+from fmstack.engines.base import Delta, Finish, GenerationRequest
+from fmstack.engines.pool import load_engine
 from tests.conftest import NO_END
 
 pytestmark = pytest.mark.slow

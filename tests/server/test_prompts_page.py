@@ -8,8 +8,8 @@ import json
 import httpx
 import pytest
 
-from tests.app.test_web_ui import ANSWER_TIMEOUT_MS, expect, page  # noqa: F401 - `page` is a fixture
 from tests.conftest import TEST_MODEL
+from tests.server.test_web_ui import ANSWER_TIMEOUT_MS, expect, page  # noqa: F401 - `page` is a fixture
 
 pytestmark = pytest.mark.slow
 

@@ -10,10 +10,9 @@ from pathlib import Path
 
 import typer
 from rich.progress import BarColumn, DownloadColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-from rich.table import Column, Table
 
 from fmstack import __version__
-from fmstack.cli.common import console, err, fail, preparing
+from fmstack.cli.common import JSON, Col, command_group, console, err, preparing, print_json, show_rows, store
 from fmstack.cli.data import data_app
 from fmstack.cli.eval import eval_app
 from fmstack.cli.prompt import prompt_app
@@ -22,14 +21,14 @@ from fmstack.cli.train import train_app
 from fmstack.core.config import get_settings
 from fmstack.core.errors import FmstackError
 
-app = typer.Typer(
-    help="fmstack: serve, trace, monitor, evaluate and adapt foundation models on your machine.\n\nExample: fmstack up",
+app = command_group(
+    "fmstack: serve, trace, monitor, evaluate and adapt foundation models on your machine.\n\nExample: fmstack up",
     no_args_is_help=True,
     add_completion=False,
     rich_markup_mode="rich",
 )
-traces_app = typer.Typer(
-    help="Inspect and export request traces.\n\nExample: fmstack traces list --limit 20", no_args_is_help=True
+traces_app = command_group(
+    "Inspect and export request traces.\n\nExample: fmstack traces list --limit 20", no_args_is_help=True
 )
 app.add_typer(traces_app, name="traces")
 app.add_typer(eval_app, name="eval")
@@ -69,13 +68,10 @@ def up(
 
     settings = get_settings()
     name = model or settings.default_model
-    try:
-        spec = Registry(settings).get(name)
-        with preparing(name) as progress:
-            spec.local_path(settings, progress) if spec.engine != "openai" else None
-        application = create_app(settings, preload=[name])
-    except FmstackError as exc:
-        fail(exc)
+    spec = Registry(settings).get(name)
+    with preparing(name) as progress:
+        spec.local_path(settings, progress) if spec.engine != "openai" else None
+    application = create_app(settings, preload=[name])
     base = f"http://{host}:{port}"
     console.print(f"[bold]fmstack {__version__}[/] serving [cyan]{name}[/] (data in {settings.home})", soft_wrap=True)
     for label, url in (
@@ -87,40 +83,33 @@ def up(
     uvicorn.run(application, host=host, port=port, log_level="warning")
 
 
-models_app = typer.Typer(
-    help="List, convert and export models.\n\nExample: fmstack models", invoke_without_command=True
-)
+models_app = command_group("List, convert and export models.\n\nExample: fmstack models", invoke_without_command=True)
 app.add_typer(models_app, name="models")
 app.add_typer(models_app, name="model", hidden=True)  # `fmstack model export ...` reads naturally too
 
 
+MODEL_COLUMNS = (
+    Col("name", lambda m: m.name, no_wrap=True),
+    Col("engine", lambda m: m.engine),
+    Col("kind", lambda m: m.kind),
+    Col("source", lambda m: m.source),
+    Col("context", lambda m: str(m.context_length)),
+    Col("available", lambda m: "yes" if m.available else "[red]no[/]"),
+    Col("size", lambda m: f"{m.size_bytes / 1e6:,.0f} MB" if m.size_bytes else "-"),
+)
+
+
 @models_app.callback()
-def models(ctx: typer.Context) -> None:
+def models(ctx: typer.Context, as_json: bool = JSON) -> None:
     """List every model: engine, source, availability and size.
 
-    Example: fmstack models
+    Example: fmstack models --json
     """
     if ctx.invoked_subcommand:
         return
     from fmstack.core.registry import Registry
 
-    try:
-        registry = Registry(get_settings())
-    except FmstackError as exc:
-        fail(exc)
-    table = Table(Column("name", no_wrap=True), "engine", "kind", "source", "context", "available", "size")
-    for spec in registry:
-        size = spec.size_bytes()
-        table.add_row(
-            spec.name,
-            spec.engine,
-            spec.kind,
-            spec.source_label(),
-            str(spec.context_length),
-            "yes" if spec.available() else "[red]no[/]",
-            f"{size / 1e6:,.0f} MB" if size else "-",
-        )
-    console.print(table)
+    show_rows(Registry(get_settings()).describe(), MODEL_COLUMNS, as_json)
 
 
 @models_app.command("convert")
@@ -136,24 +125,21 @@ def models_convert(
     from fmstack.model.convert import gguf_to_hf
 
     settings = get_settings()
-    try:
-        spec = Registry(settings).get(model)
-        if spec.engine != "llamacpp":
-            raise FmstackError(f"'{model}' runs on {spec.engine}; only GGUF (llamacpp) models convert.")
-        with preparing(model) as progress:
-            gguf = spec.local_path(settings, progress)
-        with console.status(f"converting {model} to a Hugging Face checkpoint"):
-            out = gguf_to_hf(gguf, settings.models_dir / name)
-        register_user_model(
-            settings,
-            name,
-            engine="transformers",
-            source=f"path:{out}",
-            context_length=spec.context_length,
-            description=f"{model} converted from GGUF",
-        )
-    except FmstackError as exc:
-        fail(exc)
+    spec = Registry(settings).get(model)
+    if spec.engine != "llamacpp":
+        raise FmstackError(f"'{model}' runs on {spec.engine}; only GGUF (llamacpp) models convert.")
+    with preparing(model) as progress:
+        gguf = spec.local_path(settings, progress)
+    with console.status(f"converting {model} to a Hugging Face checkpoint"):
+        out = gguf_to_hf(gguf, settings.models_dir / name)
+    register_user_model(
+        settings,
+        name,
+        engine="transformers",
+        source=f"path:{out}",
+        context_length=spec.context_length,
+        description=f"{model} converted from GGUF",
+    )
     console.print(f"converted to {out}; registered as [cyan]{name}[/] (engine transformers)")
 
 
@@ -176,24 +162,21 @@ def models_export(
     from fmstack.model.export.gguf import check_name, check_quant, export_gguf
 
     settings = get_settings()
-    try:
-        if fmt != "gguf":
-            raise FmstackError(f"--format {fmt!r} is not supported; use gguf.")
-        check_name(name)
-        check_quant(quant)
-        target = (out or settings.models_dir / f"{name}.{quant}.gguf").expanduser().resolve()
-        with _export_progress() as progress:
-            result = export_gguf(checkpoint, target, quant, name, progress)
-        register_user_model(
-            settings,
-            name,
-            engine="llamacpp",
-            source=f"path:{result.path}",
-            context_length=result.context_length,
-            description=f"{checkpoint.name} exported to GGUF {quant}",
-        )
-    except FmstackError as exc:
-        fail(exc)
+    if fmt != "gguf":
+        raise FmstackError(f"--format {fmt!r} is not supported; use gguf.")
+    check_name(name)
+    check_quant(quant)
+    target = (out or settings.models_dir / f"{name}.{quant}.gguf").expanduser().resolve()
+    with _export_progress() as progress:
+        result = export_gguf(checkpoint, target, quant, name, progress)
+    register_user_model(
+        settings,
+        name,
+        engine="llamacpp",
+        source=f"path:{result.path}",
+        context_length=result.context_length,
+        description=f"{checkpoint.name} exported to GGUF {quant}",
+    )
     types = ", ".join(f"{n} {t}" for t, n in sorted(result.tensor_types.items(), key=lambda kv: -kv[1]))
     console.print(f"wrote {result.path} ({result.size_bytes / 1e6:,.1f} MB; tensors: {types})", soft_wrap=True)
     if result.fallback_tensors:
@@ -241,10 +224,25 @@ def chat(
     from fmstack.cli.chat import run_chat
 
     settings = get_settings()
-    try:
-        run_chat(console, settings, model or settings.default_model, system, url)
-    except FmstackError as exc:
-        fail(exc)
+    run_chat(console, settings, model or settings.default_model, system, url)
+
+
+def _ms(value: float | None) -> str:
+    return f"{value:,.0f}" if value is not None else "-"
+
+
+TRACE_COLUMNS = (  # over `trace_dict` rows: the table and --json read the same data
+    Col("id", lambda t: t["id"], no_wrap=True),
+    Col("time", lambda t: t["created_at"][:19].replace("T", " ")),
+    Col("model", lambda t: t["model"] or "-"),
+    Col("prompt", lambda t: f"{t['prompt_name']}@{t['prompt_version']}" if t["prompt_name"] else "-"),
+    Col("status", lambda t: t["status"]),
+    Col("tokens in/out", lambda t: f"{t['prompt_tokens']}/{t['completion_tokens']}"),
+    Col("ttft ms", lambda t: _ms(t["ttft_ms"])),
+    Col("latency ms", lambda t: _ms(t["latency_ms"])),
+    Col("cost $", lambda t: f"{t['cost']:.6f}"),
+    Col("fb", lambda t: f"{sum(f['rating'] or 0 for f in t['feedback']):+d}" if t["feedback"] else ""),
+)
 
 
 @traces_app.command("list")
@@ -256,77 +254,48 @@ def traces_list(
     prompt: str = typer.Option(
         None, help="Only calls through this stored prompt: NAME (all versions), NAME@3, NAME@ALIAS."
     ),
+    as_json: bool = JSON,
 ) -> None:
     """List recent requests with latency, tokens, cost and feedback.
 
     Example: fmstack traces list --limit 20 --status error --prompt capitals@production
     """
-    from fmstack.core.store import open_store
-    from fmstack.core.store.traces import list_traces
-
-    sessions = open_store(get_settings())
-    try:
-        by_prompt = _prompt_filter(sessions, prompt)
-    except FmstackError as exc:
-        fail(exc)
-    with sessions() as session:
-        rows = list_traces(session, limit=limit, model=model, app=app_name, status=status, **by_prompt)
-        table = Table(
-            Column("id", no_wrap=True),
-            "time",
-            "model",
-            "prompt",
-            "status",
-            "tokens in/out",
-            "ttft ms",
-            "latency ms",
-            "cost $",
-            "fb",
-        )
-        for t in rows:
-            rating = sum(f.rating or 0 for f in t.feedback)
-            table.add_row(
-                t.id,
-                t.created_at.strftime("%Y-%m-%d %H:%M:%S"),
-                t.model or "-",
-                f"{t.prompt_name}@{t.prompt_version}" if t.prompt_name else "-",
-                t.status,
-                f"{t.prompt_tokens}/{t.completion_tokens}",
-                _ms(t.ttft_ms),
-                _ms(t.latency_ms),
-                f"{t.cost:.6f}",
-                f"{rating:+d}" if t.feedback else "",
-            )
-        console.print(table)
-
-
-def _prompt_filter(sessions, prompt: str | None) -> dict:
-    if not prompt:
-        return {}
     from fmstack.app.prompts import PromptStore
+    from fmstack.core.store.traces import list_traces, trace_dict
 
-    name, version = PromptStore(sessions).trace_filter(prompt)
-    return {"prompt_name": name, "prompt_version": version}
-
-
-def _ms(value: float | None) -> str:
-    return f"{value:,.0f}" if value is not None else "-"
+    sessions = store()
+    prompt_name, prompt_version = PromptStore(sessions).trace_filter(prompt)
+    with sessions() as session:
+        found = list_traces(
+            session,
+            limit=limit,
+            model=model,
+            app=app_name,
+            status=status,
+            prompt_name=prompt_name,
+            prompt_version=prompt_version,
+        )
+        rows = [trace_dict(t) for t in found]
+    show_rows(rows, TRACE_COLUMNS, as_json)
 
 
 @traces_app.command("show")
-def traces_show(trace_id: str = typer.Argument(..., help="The trace id (the completion's `id`).")) -> None:
+def traces_show(
+    trace_id: str = typer.Argument(..., help="The trace id (the completion's `id`)."),
+    as_json: bool = typer.Option(False, "--json", help="Plain JSON, not highlighted (for scripts)."),
+) -> None:
     """Show one trace as JSON, with its feedback.
 
     Example: fmstack traces show chatcmpl-0123abcd...
     """
-    from fmstack.core.store import open_store
     from fmstack.core.store.traces import get_trace, trace_dict
 
-    try:
-        with open_store(get_settings())() as session:
-            console.print_json(json.dumps(trace_dict(get_trace(session, trace_id)), default=str))
-    except FmstackError as exc:
-        fail(exc)
+    with store()() as session:
+        trace = trace_dict(get_trace(session, trace_id))
+    if as_json:
+        print_json(trace)
+    else:
+        console.print_json(json.dumps(trace, default=str))
 
 
 @traces_app.command("export")
@@ -341,19 +310,17 @@ def traces_export(
 
     Example: fmstack traces export --format jsonl -o traces.jsonl
     """
-    from fmstack.core.store import open_store
+    from fmstack.app.prompts import PromptStore
     from fmstack.core.store.traces import iter_traces, trace_dict
 
     if fmt != "jsonl":
-        fail(FmstackError(f"--format {fmt!r} is not supported; use jsonl."))
-    sessions = open_store(get_settings())
-    try:
-        by_prompt = _prompt_filter(sessions, prompt)
-    except FmstackError as exc:
-        fail(exc)
+        raise FmstackError(f"--format {fmt!r} is not supported; use jsonl.")
+    sessions = store()
+    prompt_name, prompt_version = PromptStore(sessions).trace_filter(prompt)
     out = output.open("w") if output else sys.stdout
     count = 0
     with sessions() as session:
+        by_prompt = {"prompt_name": prompt_name, "prompt_version": prompt_version}
         for trace in iter_traces(session, model=model, app=app_name, **by_prompt):
             out.write(json.dumps(trace_dict(trace), default=str, ensure_ascii=False) + "\n")
             count += 1

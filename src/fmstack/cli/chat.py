@@ -1,56 +1,44 @@
-"""Terminal chat, streaming, through the OpenAI-compatible API so every turn is traced like any other request.
+"""Terminal chat, streaming. In this process every turn goes through the gateway (traced like any API request);
+with `--url` it talks to a running fmstack or any OpenAI-compatible server instead.
 
-Without a URL, an fmstack server is started inside this process on a free port (one code path, traced).
+On /quit, end of input or Ctrl-C the chat waits until its traces are committed: the last answer is never lost.
 """
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
+import asyncio
+import itertools
+from collections.abc import Callable, Iterator
 
-import httpx
 import openai
 from rich.console import Console
 
 from fmstack.core.config import Settings
-from fmstack.core.errors import ModelUnavailable
+from fmstack.core.errors import FmstackError
+from fmstack.gateway import CallContext, Gateway
+from fmstack.gateway.params import generation_request
 
 HELP = "commands: /model NAME  /system TEXT  /reset  /quit"
+APP = "fmstack-chat"
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _embedded_server(settings: Settings, model: str) -> str:
-    """Start fmstack's server in a background thread; return its API base URL once it answers."""
-    import uvicorn
-
-    from fmstack.server import create_app
-
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(settings, preload=[model]), port=port, log_level="error"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline and thread.is_alive():  # a failed model load ends the server thread
-        try:
-            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                return f"{base}/v1"
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    raise ModelUnavailable(f"The embedded server did not start with model '{model}'.")
+Reply = Callable[[str, list[dict]], Iterator[str]]  # (model, messages) -> the answer's text pieces
 
 
 def run_chat(console: Console, settings: Settings, model: str, system: str | None, url: str | None) -> None:
-    if url is None:
-        console.print(f"[dim]loading {model}…[/]")
-        url = _embedded_server(settings, model)
-    client = openai.OpenAI(base_url=url, api_key="fmstack", default_headers={"X-Fmstack-App": "fmstack-chat"})
+    if url is not None:
+        _loop(console, model, system, _remote(url))
+        return
+    with asyncio.Runner() as runner:
+        gateway = Gateway.open(settings)
+        try:
+            console.print(f"[dim]loading {model}…[/]")
+            runner.run(asyncio.to_thread(gateway.pool.get, model))
+            _loop(console, model, system, _local(gateway, runner))
+        finally:
+            gateway.close()  # commits every trace handed in before the process ends
+
+
+def _loop(console: Console, model: str, system: str | None, reply: Reply) -> None:
     history: list[dict] = []
     console.print(f"[bold]fmstack chat[/] with [cyan]{model}[/] — {HELP}")
     while True:
@@ -62,41 +50,87 @@ def run_chat(console: Console, settings: Settings, model: str, system: str | Non
         if not line:
             continue
         if line.startswith("/"):
-            cmd, _, arg = line.partition(" ")
-            if cmd in ("/quit", "/exit"):
+            if (command := _command(console, line, history)) is None:
                 return
-            if cmd == "/model" and arg:
-                model = arg.strip()
-                console.print(f"[dim]model: {model}[/]")
-            elif cmd == "/system":
-                system = arg.strip() or None
-                console.print(f"[dim]system prompt: {system or '(none)'}[/]")
-            elif cmd == "/reset":
-                history.clear()
-                console.print("[dim]conversation cleared[/]")
-            else:
-                console.print(f"[dim]{HELP}[/]")
+            model, system = command.get("model", model), command.get("system", system)
             continue
         history.append({"role": "user", "content": line})
         messages = ([{"role": "system", "content": system}] if system else []) + history
+        if (answer := _turn(console, reply, model, messages)) is None:
+            history.pop()
+        else:
+            history.append({"role": "assistant", "content": answer})
+
+
+def _command(console: Console, line: str, history: list[dict]) -> dict | None:
+    """Apply a slash command; None means quit. Returns the settings it changed."""
+    cmd, _, arg = line.partition(" ")
+    if cmd in ("/quit", "/exit"):
+        return None
+    if cmd == "/model" and arg:
+        console.print(f"[dim]model: {arg.strip()}[/]")
+        return {"model": arg.strip()}
+    if cmd == "/system":
+        console.print(f"[dim]system prompt: {arg.strip() or '(none)'}[/]")
+        return {"system": arg.strip() or None}
+    if cmd == "/reset":
+        history.clear()
+        console.print("[dim]conversation cleared[/]")
+    else:
+        console.print(f"[dim]{HELP}[/]")
+    return {}
+
+
+def _turn(console: Console, reply: Reply, model: str, messages: list[dict]) -> str | None:
+    """Stream one answer; None when it failed (the turn is dropped from the history). Ctrl-C stops the answer."""
+    parts: list[str] = []
+    try:
+        pieces = reply(model, messages)
+        first = next(pieces, "")  # a model that cannot answer fails here, before the answer's prompt is shown
+        console.print("[bold blue]assistant>[/] ", end="")
+        for text in itertools.chain([first], pieces):
+            parts.append(text)
+            console.out(text, end="", highlight=False)
+        console.print()
+    except KeyboardInterrupt:
+        console.print("\n[dim](stopped)[/]")
+    except FmstackError as exc:
+        console.print(f"\n[red]{exc.status}: {exc.message}[/]")
+        return None
+    except openai.APIStatusError as exc:
+        message = exc.body.get("message") if isinstance(exc.body, dict) else exc
+        console.print(f"\n[red]{exc.status_code}: {message}[/]")
+        return None
+    except openai.APIConnectionError:
+        console.print("\n[red]cannot reach the server; is it running? (`fmstack up`)[/]")
+        return None
+    except openai.APIError as exc:  # an error event in the middle of the stream
+        console.print(f"\n[red]{exc.message}[/]")
+        return None
+    return "".join(parts)
+
+
+def _local(gateway: Gateway, runner: asyncio.Runner) -> Reply:
+    """Answers from the gateway, read one delta at a time on the chat's own event loop."""
+
+    def reply(model: str, messages: list[dict]) -> Iterator[str]:
+        call = gateway.call("chat.completions", "chatcmpl", {"model": model, "messages": messages}, CallContext(APP))
+        deltas = runner.run(gateway.stream(call, model, generation_request(messages, {})))
         try:
-            stream = client.chat.completions.create(model=model, messages=messages, stream=True)
-            console.print("[bold blue]assistant>[/] ", end="")
-            parts = []
-            for chunk in stream:
-                if chunk.choices and (text := chunk.choices[0].delta.content):
-                    parts.append(text)
-                    console.out(text, end="", highlight=False)
-            console.print()
-            history.append({"role": "assistant", "content": "".join(parts)})
-        except openai.APIStatusError as exc:
-            history.pop()
-            console.print(
-                f"[red]{exc.status_code}: {exc.body.get('message') if isinstance(exc.body, dict) else exc}[/]"
-            )
-        except openai.APIConnectionError:
-            history.pop()
-            console.print(f"[red]cannot reach {url}; is the server running? (`fmstack up`)[/]")
-        except openai.APIError as exc:  # an error event in the middle of the stream
-            history.pop()
-            console.print(f"\n[red]{exc.message}[/]")
+            while (delta := runner.run(anext(deltas, None))) is not None:
+                yield delta.text
+        finally:
+            runner.run(deltas.aclose())  # a stopped answer stops the generation and is traced as cancelled
+
+    return reply
+
+
+def _remote(url: str) -> Reply:
+    client = openai.OpenAI(base_url=url, api_key="fmstack", default_headers={"X-Fmstack-App": APP})
+
+    def reply(model: str, messages: list[dict]) -> Iterator[str]:
+        for chunk in client.chat.completions.create(model=model, messages=messages, stream=True):
+            if chunk.choices and (text := chunk.choices[0].delta.content):
+                yield text
+
+    return reply

@@ -15,7 +15,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 from rich.table import Table
 
-from fmstack.cli.common import console, err, fail
+from fmstack.cli.common import command_group, console, err, store
 from fmstack.core.errors import FmstackError
 
 # Cleaning rules for `stats`: every edit and filter off, language identification on (for the language mix).
@@ -39,8 +39,8 @@ OBSERVE_ONLY: dict[str, Any] = {
     "detect_language": True,
 }
 
-data_app = typer.Typer(
-    help="Clean, deduplicate and tokenize text and image datasets.\n\nExample: fmstack data run pipeline.yaml",
+data_app = command_group(
+    "Clean, deduplicate and tokenize text and image datasets.\n\nExample: fmstack data run pipeline.yaml",
     no_args_is_help=True,
 )
 
@@ -73,12 +73,9 @@ def _run(spec: Any, force: bool = False) -> None:
     from fmstack.model.data.pipeline import run_pipeline
     from fmstack.model.data.report import write_report
 
-    try:
-        with _progress() as update:
-            result = run_pipeline(spec, update, force=force)
-        report = write_report(result.out, result.timings)
-    except FmstackError as exc:
-        fail(exc)
+    with _progress() as update:
+        result = run_pipeline(spec, update, force=force)
+    report = write_report(result.out, result.timings)
     _summary(result, report)
     if result.rejected:
         err.print(
@@ -121,7 +118,7 @@ def _spec(data: dict[str, Any]) -> Any:
     try:
         return PipelineSpec.model_validate(data)
     except ValueError as exc:
-        fail(PipelineError(f"invalid option: {exc}"))
+        raise PipelineError(f"invalid option: {exc}") from None
 
 
 def _base(
@@ -160,10 +157,7 @@ def run(
     """
     from fmstack.model.data.spec import load_pipeline
 
-    try:
-        spec = load_pipeline(pipeline)
-    except FmstackError as exc:
-        fail(exc)
+    spec = load_pipeline(pipeline)
     spec.engine = engine or spec.engine
     spec.workers = workers or spec.workers
     spec.ray_address = ray_address or spec.ray_address
@@ -203,15 +197,12 @@ def clean(
 
 
 def _yaml_rules(path: Path) -> dict[str, Any]:
-    from fmstack.model.data.spec import PipelineError
     from fmstack.core.yamlfile import read_yaml
+    from fmstack.model.data.spec import PipelineError
 
-    try:
-        data, _ = read_yaml(path, "cleaning rules", PipelineError)
-    except FmstackError as exc:
-        fail(exc)
+    data, _ = read_yaml(path, "cleaning rules", PipelineError)
     if not isinstance(data, dict):
-        fail(PipelineError(f"{path}:1: cleaning rules are a mapping of rule: value."))
+        raise PipelineError(f"{path}:1: cleaning rules are a mapping of rule: value.")
     return data
 
 
@@ -252,16 +243,13 @@ def _dedup_images(inputs: list[Path], out: Path, max_distance: int | None, worke
     from fmstack.model.data.images import dedup_images
 
     if len(inputs) != 1 or not inputs[0].is_dir():
-        fail(FmstackError("--images takes one image folder."))
+        raise FmstackError("--images takes one image folder.")
     kwargs: dict[str, Any] = (
         {} if max_distance is None else {"phash_threshold": max_distance, "dhash_threshold": max_distance}
     )
-    try:
-        # Both hashes must agree, and an image joins only a kept image (no chains): perceptual hashes ignore
-        # colour, and single linkage merged 3,941 of easy-vqa's 4,000 distinct pictures into chains.
-        result = dedup_images(inputs[0], out, method="both", linkage="kept", workers=workers or 1, **kwargs)
-    except FmstackError as exc:
-        fail(exc)
+    # Both hashes must agree, and an image joins only a kept image (no chains): perceptual hashes ignore
+    # colour, and single linkage merged 3,941 of easy-vqa's 4,000 distinct pictures into chains.
+    result = dedup_images(inputs[0], out, method="both", linkage="kept", workers=workers or 1, **kwargs)
     stats = result.stats
     table = Table("images", "count", title=str(out))
     table.add_row("read", f"{stats.seen:,}")
@@ -303,7 +291,7 @@ def tokenize(
     if block_size:
         step["pack"] = {"block_size": block_size, "format": pack_format}
     if (tokenizer is None) == (train_vocab is None):
-        fail(FmstackError("give --tokenizer (an existing tokenizer) or --train-vocab N (train one), not both."))
+        raise FmstackError("give --tokenizer (an existing tokenizer) or --train-vocab N (train one), not both.")
     _run(_spec({**_base(inputs, out, fmt, text_field, id_field, "local", None, None, strict), "tokenize": step}), force)
 
 
@@ -350,20 +338,15 @@ def from_traces(
     """
     from datetime import datetime
 
-    from fmstack.core.config import get_settings
-    from fmstack.core.store import open_store
     from fmstack.model.data.from_traces import export_traces
 
     try:
         when = datetime.fromisoformat(since) if since else None
     except ValueError as exc:
-        fail(FmstackError(f"--since {since!r}: {exc}; use an ISO time such as 2026-11-01 or 2026-11-01T09:30."))
-    try:
-        result = export_traces(
-            open_store(get_settings()), fmt, out, app=app_name, model=model, since=when, min_rating=min_rating
-        )
-    except FmstackError as exc:
-        fail(exc)
+        raise FmstackError(
+            f"--since {since!r}: {exc}; use an ISO time such as 2026-11-01 or 2026-11-01T09:30."
+        ) from None
+    result = export_traces(store(), fmt, out, app=app_name, model=model, since=when, min_rating=min_rating)
     table = Table("records", "count", title=f"{out} ({fmt})")
     for kind, n in sorted(result.counts.items()):
         table.add_row(kind, f"{n:,}")

@@ -10,12 +10,12 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Column, Table
 
-from fmstack.cli.common import console, fail
+from fmstack.cli.common import JSON, Col, command_group, console, print_json, show_rows, store
 from fmstack.core.config import get_settings
 from fmstack.core.errors import FmstackError
 
-eval_app = typer.Typer(
-    help="Evaluate models and prompts on suites of cases.\n\nExample: fmstack eval run examples/eval/capitals.yaml "
+eval_app = command_group(
+    "Evaluate models and prompts on suites of cases.\n\nExample: fmstack eval run examples/eval/capitals.yaml "
     "--model smollm2-135m-instruct",
     no_args_is_help=True,
 )
@@ -25,14 +25,11 @@ class Workspace:
     """The store, the registry and models, opened once per command."""
 
     def __init__(self):
-        from fmstack.engines.pool import EnginePool
-        from fmstack.core.registry import Registry
-        from fmstack.core.store import open_store
+        from fmstack.gateway import Gateway
 
-        self.settings = get_settings()
-        self.sessions = open_store(self.settings)
-        self.registry = Registry(self.settings)
-        self.pool = EnginePool(self.registry, self.settings)
+        self.gateway = Gateway.open(get_settings())
+        self.settings, self.sessions = self.gateway.settings, self.gateway.sessions
+        self.registry, self.pool = self.gateway.registry, self.gateway.pool
 
     def embed(self, texts: list[str]):
         return self.pool.embedding(self.settings.embedding_model).embed(texts, truncate=True)[0]
@@ -42,10 +39,10 @@ class Workspace:
 
         if base_url:
             return RemoteGenerator(base_url, os.environ.get(api_key_env, "none"), self.registry)
-        return LocalGenerator(self.pool)
+        return LocalGenerator(self.gateway)
 
     def close(self) -> None:
-        self.pool.close()
+        self.gateway.close()
 
 
 def _progress(label: str) -> Progress:
@@ -106,8 +103,6 @@ def run(
             )
             options = RunOptions(models, concurrency, not no_cache, judge_model, prompts=prompts)
             data = asyncio.run(runner.run(suite, options))
-    except FmstackError as exc:
-        fail(exc)
     finally:
         ws.close()
     render_summary(data, console)
@@ -134,47 +129,46 @@ def _stored_prompts(ws: Workspace, refs: list[str]) -> list:
     return list(found.values())
 
 
+RUN_COLUMNS = (
+    Col("run", lambda r: r.id, no_wrap=True),
+    Col("time", lambda r: r.created_at.strftime("%Y-%m-%d %H:%M")),
+    Col("suite", lambda r: r.suite),
+    Col("models", lambda r: ", ".join(r.models + r.prompts)),
+    Col("results", lambda r: str(r.results)),
+    Col("status", lambda r: r.status),
+)
+
+
 @eval_app.command("list")
-def list_runs(limit: int = typer.Option(20, help="How many, newest first.")) -> None:
+def list_runs(
+    limit: int = typer.Option(20, help="How many, newest first."),
+    as_json: bool = JSON,
+) -> None:
     """List eval runs.
 
     Example: fmstack eval list --limit 10
     """
-    from sqlalchemy import func, select
+    from fmstack.app.eval.runner import list_runs as stored_runs
 
-    from fmstack.core.store import open_store
-    from fmstack.core.store.schema import EvalResult, EvalRun
-
-    sessions = open_store(get_settings())
-    table = Table(Column("run", no_wrap=True), "time", "suite", "models", "results", "status")
-    with sessions() as s:
-        counts = dict(s.execute(select(EvalResult.run_id, func.count()).group_by(EvalResult.run_id)).all())
-        for run in s.scalars(select(EvalRun).order_by(EvalRun.created_at.desc()).limit(limit)):
-            table.add_row(
-                run.id,
-                run.created_at.strftime("%Y-%m-%d %H:%M"),
-                run.suite,
-                ", ".join(run.config.get("models", []) + run.config.get("prompts", [])),
-                str(counts.get(run.id, 0)),
-                run.status,
-            )
-    console.print(table)
+    show_rows(stored_runs(store(), limit), RUN_COLUMNS, as_json)
 
 
 @eval_app.command("show")
-def show(run_id: str = typer.Argument(..., help="The run id (see `fmstack eval list`).")) -> None:
+def show(
+    run_id: str = typer.Argument(..., help="The run id (see `fmstack eval list`)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the run as JSON: summary, metrics and every result."),
+) -> None:
     """Show a run's summary table and its failed cases.
 
     Example: fmstack eval show run-0123456789ab
     """
-    from fmstack.app.eval.report import render_summary
+    from fmstack.app.eval.report import render_summary, run_dict
     from fmstack.app.eval.runner import load_run
-    from fmstack.core.store import open_store
 
-    try:
-        data = load_run(open_store(get_settings()), run_id)
-    except FmstackError as exc:
-        fail(exc)
+    data = load_run(store(), run_id)
+    if as_json:
+        print_json(run_dict(data))
+        return
     render_summary(data, console)
     for row in data.rows:
         if row.error:
@@ -192,12 +186,8 @@ def report(
     """
     from fmstack.app.eval.report import write_report
     from fmstack.app.eval.runner import load_run
-    from fmstack.core.store import open_store
 
-    try:
-        data = load_run(open_store(get_settings()), run_id)
-    except FmstackError as exc:
-        fail(exc)
+    data = load_run(store(), run_id)
     console.print(f"wrote {write_report(data, output or Path(f'{run_id}.html'))}", soft_wrap=True)
 
 
@@ -215,16 +205,12 @@ def compare(
     """
     from fmstack.app.eval.compare import compare_runs, render_comparison
     from fmstack.app.eval.runner import load_run
-    from fmstack.core.store import open_store
 
-    sessions = open_store(get_settings())
-    try:
-        a, b = load_run(sessions, run_a), load_run(sessions, run_b or run_a)
-        a, b = _only_variant(a, variant_a), _only_variant(b, variant_b)
-        if run_b is None and not (variant_a and variant_b):
-            raise FmstackError("Give a second run, or two variants of this one with --a and --b.")
-    except FmstackError as exc:
-        fail(exc)
+    sessions = store()
+    a, b = load_run(sessions, run_a), load_run(sessions, run_b or run_a)
+    a, b = _only_variant(a, variant_a), _only_variant(b, variant_b)
+    if run_b is None and not (variant_a and variant_b):
+        raise FmstackError("Give a second run, or two variants of this one with --a and --b.")
     render_comparison(compare_runs(a, b), console)
 
 
@@ -241,19 +227,26 @@ def _only_variant(run, wanted: str | None):
     return replace(run, rows=[r for r in run.rows if r.variant == matches[0]])
 
 
+METRIC_COLUMNS = (
+    Col("metric", lambda m: m["name"], no_wrap=True),
+    Col("needs", lambda m: ", ".join(m["needs"]) or "-"),
+    Col("what it measures", lambda m: m["description"]),
+)
+
+
 @eval_app.command("metrics")
-def metrics() -> None:
+def metrics(as_json: bool = JSON) -> None:
     """List the metrics suites can use, with what each needs.
 
     Example: fmstack eval metrics
     """
     from fmstack.app.eval.metrics import metric_classes
 
-    table = Table(Column("metric", no_wrap=True), "needs", "what it measures")
-    for name, cls in sorted(metric_classes().items()):
-        doc = (cls.__doc__ or "").strip().splitlines()
-        table.add_row(name, ", ".join(sorted(cls.requires)) or "-", doc[0] if doc else "")
-    console.print(table)
+    rows = [
+        {"name": name, "needs": sorted(cls.requires), "description": (cls.__doc__ or "").strip().partition("\n")[0]}
+        for name, cls in sorted(metric_classes().items())
+    ]
+    show_rows(rows, METRIC_COLUMNS, as_json)
 
 
 @eval_app.command("calibrate")
@@ -272,7 +265,7 @@ def calibrate(
     from fmstack.app.eval.scoring import calibrate_judge, labelled_from_feedback, read_labelled
 
     if (labels is None) == (not from_feedback):
-        fail(FmstackError("Give exactly one of --labels FILE or --from-feedback."))
+        raise FmstackError("Give exactly one of --labels FILE or --from-feedback.")
     ws = Workspace()
     try:
         ws.registry.get(judge)
@@ -281,8 +274,6 @@ def calibrate(
             result = calibrate_judge(
                 ws.sessions, ws.generator(None, ""), ws.embed, _metric(metric), judge, items, pass_score
             )
-    except FmstackError as exc:
-        fail(exc)
     finally:
         ws.close()
     render_agreement(result, console)
@@ -308,11 +299,14 @@ def score(
     from fmstack.app.eval.scoring import score_traces
 
     if not traces:
-        fail(FmstackError("Say what to score: --traces."))
+        raise FmstackError("Say what to score: --traces.")
+    metrics = [_metric(m) for m in metric]
+    try:
+        when = datetime.fromisoformat(since) if since else None
+    except ValueError as exc:
+        raise FmstackError(f"--since: {exc}") from None
     ws = Workspace()
     try:
-        metrics = [_metric(m) for m in metric]
-        when = datetime.fromisoformat(since) if since else None
         with console.status("scoring traces"):
             scored = score_traces(
                 ws.sessions,
@@ -325,10 +319,6 @@ def score(
                 since=when,
                 limit=limit,
             )
-    except ValueError as exc:
-        fail(FmstackError(f"--since: {exc}"))
-    except FmstackError as exc:
-        fail(exc)
     finally:
         ws.close()
     table = Table(Column("trace", no_wrap=True), *[m.name for m in metrics])

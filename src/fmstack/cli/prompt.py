@@ -6,7 +6,6 @@ a bad template, a bad YAML file.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -16,13 +15,12 @@ from typing import Any
 
 import typer
 import yaml
-from rich.table import Column, Table
 
-from fmstack.cli.common import console, fail
+from fmstack.cli.common import JSON, Col, command_group, console, print_json, show_rows
 from fmstack.core.errors import FmstackError
 
-prompt_app = typer.Typer(
-    help="Versioned prompts: Jinja2 templates with parameters, immutable versions, movable aliases.\n\n"
+prompt_app = command_group(
+    "Versioned prompts: Jinja2 templates with parameters, immutable versions, movable aliases.\n\n"
     'Example: fmstack prompt create capitals --user "What is the capital of {{ country }}?" --param temperature=0',
     no_args_is_help=True,
 )
@@ -119,23 +117,20 @@ def create(
     Example: fmstack prompt create capitals --system "Answer with the city only." --user "Capital of {{ country }}?"
     --param temperature=0 --param max_tokens=16
     """
-    try:
-        base = _read_file(file) if file else {}
-        name = name or base.get("name")
-        if not name:
-            raise FmstackError("Name the prompt: fmstack prompt create NAME (or `name:` in --file).")
-        content = _content(base, system, user, _pairs(param, "--param", True), model, None, str(file or name))
-        store = _store()
-        if store.exists(name):
-            latest = store.get(name)
-            if latest.content_hash != content.content_hash:
-                raise FmstackError(
-                    f"Prompt '{name}' already exists (latest: {latest.label}); "
-                    f"save a new version with `fmstack prompt edit {name}`."
-                )
-        _report(store.save(name, content, note or base.get("note")))
-    except FmstackError as exc:
-        fail(exc)
+    base = _read_file(file) if file else {}
+    name = name or base.get("name")
+    if not name:
+        raise FmstackError("Name the prompt: fmstack prompt create NAME (or `name:` in --file).")
+    content = _content(base, system, user, _pairs(param, "--param", True), model, None, str(file or name))
+    store = _store()
+    if store.exists(name):
+        latest = store.get(name)
+        if latest.content_hash != content.content_hash:
+            raise FmstackError(
+                f"Prompt '{name}' already exists (latest: {latest.label}); "
+                f"save a new version with `fmstack prompt edit {name}`."
+            )
+    _report(store.save(name, content, note or base.get("note")))
 
 
 @prompt_app.command("edit")
@@ -154,25 +149,22 @@ def edit(
 
     Example: fmstack prompt edit capitals --user "What is the capital city of {{ country }}?" --note "clearer"
     """
-    try:
-        store = _store()
-        start = store.get(f"{name}@{base}" if base else name)
-        flags = any(x is not None for x in (system, user, model)) or bool(param) or bool(unset)
-        if file:
-            data = _read_file(file)
-        elif flags:
-            data = start.content.canonical()
-        elif sys.stdin.isatty() and os.environ.get("EDITOR"):
-            data = _edit_in_editor(start)
-        else:
-            raise FmstackError(
-                "Say what changes: --file FILE, or flags (--system, --user, --param, --unset, --model); "
-                "in a terminal with $EDITOR set, run without them to edit the latest version."
-            )
-        content = _content(data, system, user, _pairs(param, "--param", True), model, unset, str(file or name))
-        _report(store.save(name, content, note or data.get("note")))
-    except FmstackError as exc:
-        fail(exc)
+    store = _store()
+    start = store.get(f"{name}@{base}" if base else name)
+    flags = any(x is not None for x in (system, user, model)) or bool(param) or bool(unset)
+    if file:
+        data = _read_file(file)
+    elif flags:
+        data = start.content.canonical()
+    elif sys.stdin.isatty() and os.environ.get("EDITOR"):
+        data = _edit_in_editor(start)
+    else:
+        raise FmstackError(
+            "Say what changes: --file FILE, or flags (--system, --user, --param, --unset, --model); "
+            "in a terminal with $EDITOR set, run without them to edit the latest version."
+        )
+    content = _content(data, system, user, _pairs(param, "--param", True), model, unset, str(file or name))
+    _report(store.save(name, content, note or data.get("note")))
 
 
 def _edit_in_editor(start) -> dict[str, Any]:
@@ -192,18 +184,15 @@ def _edit_in_editor(start) -> dict[str, Any]:
 @prompt_app.command("show")
 def show(
     ref: str = typer.Argument(..., help="NAME (latest), NAME@VERSION or NAME@ALIAS."),
-    as_json: bool = typer.Option(False, "--json", help="Print the version as JSON."),
+    as_json: bool = typer.Option(False, "--json", help="Print the version as JSON (as the HTTP API gives it)."),
 ) -> None:
     """Show one version: its parts, variables, parameters, aliases and hash.
 
     Example: fmstack prompt show capitals@production
     """
-    try:
-        p = _store().get(ref)
-    except FmstackError as exc:
-        fail(exc)
+    p = _store().get(ref)
     if as_json:
-        print(json.dumps(p.to_dict(), indent=2, ensure_ascii=False))
+        print_json(p)
         return
     aliases = f"  aliases: {', '.join(p.aliases)}" if p.aliases else ""
     console.print(f"[bold cyan]{p.label}[/]  created {p.created_at:%Y-%m-%d %H:%M:%S}{aliases}", soft_wrap=True)
@@ -214,17 +203,22 @@ def show(
     console.print(p.content.as_text(), markup=False, highlight=False, soft_wrap=True, end="")
 
 
+PROMPT_COLUMNS = (
+    Col("name", lambda p: p.name, no_wrap=True),
+    Col("latest", lambda p: str(p.latest)),
+    Col("versions", lambda p: str(p.versions)),
+    Col("aliases", lambda p: ", ".join(f"{a}→{v}" for a, v in p.aliases.items()) or "-"),
+    Col("updated", lambda p: f"{p.updated_at:%Y-%m-%d %H:%M}"),
+)
+
+
 @prompt_app.command("list")
-def list_prompts() -> None:
+def list_prompts(as_json: bool = JSON) -> None:
     """List prompts: latest version, number of versions, aliases.
 
-    Example: fmstack prompt list
+    Example: fmstack prompt list --json
     """
-    table = Table(Column("name", no_wrap=True), "latest", "versions", "aliases", "updated")
-    for p in _store().list():
-        aliases = ", ".join(f"{a}→{v}" for a, v in p.aliases.items()) or "-"
-        table.add_row(p.name, str(p.latest), str(p.versions), aliases, f"{p.updated_at:%Y-%m-%d %H:%M}")
-    console.print(table)
+    show_rows(_store().list(), PROMPT_COLUMNS, as_json)
 
 
 @prompt_app.command("alias")
@@ -237,10 +231,7 @@ def alias(
 
     Example: fmstack prompt alias capitals production 2
     """
-    try:
-        move = _store().set_alias(name, alias_name, int(version) if version.isdigit() else version)
-    except FmstackError as exc:
-        fail(exc)
+    move = _store().set_alias(name, alias_name, int(version) if version.isdigit() else version)
     if not move.moved:
         console.print(f"{name}@{alias_name} already points at version {move.to_version}")
     elif move.from_version is None:
@@ -261,20 +252,17 @@ def render(
     """
     from fmstack.app.prompts import PromptError
 
-    try:
-        variables: dict[str, Any] = {}
-        if vars_file:
-            from fmstack.core.yamlfile import read_yaml
+    variables: dict[str, Any] = {}
+    if vars_file:
+        from fmstack.core.yamlfile import read_yaml
 
-            data, _ = read_yaml(vars_file, "variables file", PromptError)
-            if not isinstance(data, dict):
-                raise PromptError(f"{vars_file}: variables are a mapping of name: value.")
-            variables |= data
-        variables |= _pairs(var, "--var", False)
-        messages = _store().get(ref).render(variables)
-    except FmstackError as exc:
-        fail(exc)
-    print(json.dumps(messages, indent=2, ensure_ascii=False))
+        data, _ = read_yaml(vars_file, "variables file", PromptError)
+        if not isinstance(data, dict):
+            raise PromptError(f"{vars_file}: variables are a mapping of name: value.")
+        variables |= data
+    variables |= _pairs(var, "--var", False)
+    messages = _store().get(ref).render(variables)
+    print_json(messages)
 
 
 @prompt_app.command("diff")
@@ -286,10 +274,7 @@ def diff(
 
     Example: fmstack prompt diff capitals@1 capitals@production
     """
-    try:
-        text = _store().diff(ref_a, ref_b)
-    except FmstackError as exc:
-        fail(exc)
+    text = _store().diff(ref_a, ref_b)
     if not text:
         console.print(f"{ref_a} and {ref_b} have the same content")
         return
@@ -306,10 +291,7 @@ def log(name: str = typer.Argument(..., help="The prompt.")) -> None:
     Example: fmstack prompt log capitals
     """
     store = _store()
-    try:
-        versions = store.versions(name)
-    except FmstackError as exc:
-        fail(exc)
+    versions = store.versions(name)
     events = [(v.created_at, f"version {v.version} saved" + (f": {v.note}" if v.note else "")) for v in versions]
     for m in store.moves(name):
         what = f"{m.alias} → {m.to_version}" + (f" (was {m.from_version})" if m.from_version is not None else " (new)")
@@ -319,7 +301,7 @@ def log(name: str = typer.Argument(..., help="The prompt.")) -> None:
 
 
 @prompt_app.command("stats")
-def stats(name: str = typer.Argument(..., help="The prompt.")) -> None:
+def stats(name: str = typer.Argument(..., help="The prompt."), as_json: bool = JSON) -> None:
     """Per version, from the traces of calls made through the prompt: requests, errors, latency, tokens, cost and
     feedback.
 
@@ -330,36 +312,31 @@ def stats(name: str = typer.Argument(..., help="The prompt.")) -> None:
     store = _store()
     with store.sessions() as session:
         rows = prompt_stats(session, name)
-    aliases = store.aliases(name)
-    table = Table(
-        Column("version", no_wrap=True),
-        "requests",
-        "errors",
-        "latency ms",
-        "ttft ms",
-        "tokens in/out",
-        "cost $",
-        "feedback +/-",
-    )
-    for r in rows:
-        tags = [a for a, v in aliases.items() if v == r["version"]]
-        version = f"{r['version']}" + (f" ({', '.join(tags)})" if tags else "")
-        table.add_row(
-            version,
-            str(r["requests"]),
-            str(r["errors"]),
-            _num(r["latency_ms"]),
-            _num(r["ttft_ms"]),
-            f"{_num(r['prompt_tokens'], 1)}/{_num(r['completion_tokens'], 1)}",
-            f"{r['cost']:.6f}",
-            f"{r['thumbs_up']}/{r['thumbs_down']}",
-        )
-    if not rows:
+    if not rows and not as_json:
         console.print(
             f"No traces of prompt '{name}' yet: call it through /v1/prompts/{name}/chat/completions.", soft_wrap=True
         )
         return
-    console.print(table)
+    show_rows(rows, _stats_columns(store.aliases(name)), as_json)
+
+
+def _stats_columns(aliases: dict[str, int]) -> tuple[Col, ...]:
+    """The stats table's columns; a version's cell names the aliases that point at it now."""
+
+    def version(r: dict) -> str:
+        tags = [a for a, v in aliases.items() if v == r["version"]]
+        return f"{r['version']}" + (f" ({', '.join(tags)})" if tags else "")
+
+    return (
+        Col("version", version, no_wrap=True),
+        Col("requests", lambda r: str(r["requests"])),
+        Col("errors", lambda r: str(r["errors"])),
+        Col("latency ms", lambda r: _num(r["latency_ms"])),
+        Col("ttft ms", lambda r: _num(r["ttft_ms"])),
+        Col("tokens in/out", lambda r: f"{_num(r['prompt_tokens'], 1)}/{_num(r['completion_tokens'], 1)}"),
+        Col("cost $", lambda r: f"{r['cost']:.6f}"),
+        Col("feedback +/-", lambda r: f"{r['thumbs_up']}/{r['thumbs_down']}"),
+    )
 
 
 def _num(value: float | None, digits: int = 0) -> str:

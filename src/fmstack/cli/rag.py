@@ -4,17 +4,23 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Column, Table
+from rich.table import Table
 
-from fmstack.cli.common import console, err, fail
+from fmstack.cli.common import JSON, Col, command_group, console, err, show_rows, store
 from fmstack.core.config import get_settings
 from fmstack.core.errors import FmstackError
 
-rag_app = typer.Typer(
-    help="Retrieval-augmented generation: ingest documents, then ask questions answered with citations.\n\n"
+if TYPE_CHECKING:
+    from fmstack.app.rag.evaluate import RetrievalEval
+
+APP = "fmstack-rag"
+
+rag_app = command_group(
+    "Retrieval-augmented generation: ingest documents, then ask questions answered with citations.\n\n"
     'Example: fmstack rag ingest docs/ --collection docs && fmstack rag ask "How do I …?" --collection docs',
     no_args_is_help=True,
 )
@@ -22,12 +28,11 @@ rag_app = typer.Typer(
 
 def _rag():
     from fmstack.app.rag import Rag
-    from fmstack.engines.pool import EnginePool
     from fmstack.core.registry import Registry
-    from fmstack.core.store import open_store
+    from fmstack.engines.pool import EnginePool
 
     settings = get_settings()
-    return Rag(open_store(settings), settings, EnginePool(Registry(settings), settings))
+    return Rag(store(settings), settings, EnginePool(Registry(settings), settings))
 
 
 def _filters(source: str | None, meta: list[str] | None):
@@ -71,8 +76,6 @@ def ingest(
                 bar.update(task, completed=done, total=total, description=f"ingesting {name[:40]}")
 
             report = rag.ingest(path, collection, ChunkConfig(chunk_tokens, overlap, by), text_field, progress)
-    except FmstackError as exc:
-        fail(exc)
     finally:
         rag.pool.close()
     r = report
@@ -93,21 +96,26 @@ def ingest(
         raise typer.Exit(1)
 
 
+COLLECTION_COLUMNS = (
+    Col("collection", lambda c: c["name"], no_wrap=True),
+    Col("documents", lambda c: str(c["documents"])),
+    Col("chunks", lambda c: str(c["chunks"])),
+    Col("embedding model", lambda c: c["embedding_model"]),
+    Col("updated", lambda c: c["updated_at"][:19]),
+)
+
+
 @rag_app.command("list")
-def list_collections() -> None:
+def list_collections(as_json: bool = JSON) -> None:
     """List collections with their documents and chunks.
 
-    Example: fmstack rag list
+    Example: fmstack rag list --json
     """
-    from fmstack.app.rag.collections import list_collections as rows
-    from fmstack.core.store import open_store
+    from fmstack.app.rag.collections import list_collections as collections
 
-    with open_store(get_settings())() as s:
-        data = rows(s)
-    table = Table(Column("collection", no_wrap=True), "documents", "chunks", "embedding model", "updated")
-    for c in data:
-        table.add_row(c["name"], str(c["documents"]), str(c["chunks"]), c["embedding_model"], c["updated_at"][:19])
-    console.print(table)
+    with store()() as s:
+        rows = collections(s)
+    show_rows(rows, COLLECTION_COLUMNS, as_json)
 
 
 @rag_app.command("delete")
@@ -116,12 +124,17 @@ def delete(collection: str = typer.Argument(..., help="The collection to delete,
 
     Example: fmstack rag delete docs
     """
-    rag = _rag()
-    try:
-        rag.delete(collection)
-    except FmstackError as exc:
-        fail(exc)
+    _rag().delete(collection)
     console.print(f"deleted collection {collection}")
+
+
+HIT_COLUMNS = (  # --json prints each hit's `as_dict()`: these fields untruncated, with the scores and ids
+    Col("source", lambda h: h.source, no_wrap=True),
+    Col("where", lambda h: h.location()),
+    Col("similarity", lambda h: f"{h.similarity:.3f}"),
+    Col("rank vec/kw", lambda h: f"{h.vector_rank or '-'}/{h.keyword_rank or '-'}"),
+    Col("text", lambda h: h.text[:160].replace("\n", " ")),
+)
 
 
 @rag_app.command("search")
@@ -132,6 +145,7 @@ def search(
     source: str = typer.Option(None, "--source", help='Only sources matching this glob, e.g. "docs/*.md".'),
     meta: list[str] = typer.Option(None, "--meta", help="Only documents with this field value: KEY=VALUE."),
     rerank: str = typer.Option("none", help="none, similarity or mmr."),
+    as_json: bool = JSON,
 ) -> None:
     """Show the chunks retrieval finds (keyword + vector, fused), with scores and positions.
 
@@ -140,15 +154,9 @@ def search(
     rag = _rag()
     try:
         hits = rag.search(collection, query, top_k, _filters(source, meta), rerank)
-    except FmstackError as exc:
-        fail(exc)
     finally:
         rag.pool.close()
-    table = Table("#", Column("source", no_wrap=True), "where", "similarity", "rank vec/kw", "text")
-    for i, h in enumerate(hits, 1):
-        ranks = f"{h.vector_rank or '-'}/{h.keyword_rank or '-'}"
-        table.add_row(str(i), h.source, h.location(), f"{h.similarity:.3f}", ranks, h.text[:160].replace("\n", " "))
-    console.print(table)
+    show_rows(hits, HIT_COLUMNS, as_json, numbered=True)
 
 
 @rag_app.command("ask")
@@ -169,21 +177,15 @@ def ask(
 
     Example: fmstack rag ask "Who composed An American in Paris?" --collection wiki --model smollm2-135m-instruct
     """
-    from fmstack.app.rag.collections import get_collection
+    from fmstack.app.rag.chat import Retrieval
     from fmstack.app.rag.rag_client import stream_answer
-    from fmstack.core.store import open_store
 
     settings = get_settings()
     model = model or settings.default_model
-    try:
-        filters = _filters(source, meta)
-        if url is None:  # fail fast, before any model loads
-            with open_store(settings)() as s:
-                get_collection(s, collection)
-            from fmstack.cli.chat import _embedded_server
-
-            with console.status(f"loading {model}"):
-                url = _embedded_server(settings, model).removesuffix("/v1")
+    filters = _filters(source, meta)
+    if url is None:
+        sources = _ask_here(settings, collection, model, question, max_tokens, Retrieval(top_k, filters, rerank))
+    else:
         body = {
             "model": model,
             "messages": [{"role": "user", "content": question}],
@@ -195,14 +197,49 @@ def ask(
         }
         if filters:
             body["filters"] = {"source": filters.source, "metadata": filters.metadata}
-        sources = stream_answer(url, collection, body, lambda text: console.out(text, end="", highlight=False))
-    except FmstackError as exc:
-        fail(exc)
+        sources = stream_answer(url, collection, body, _show)
     console.print()
     if not sources:
         console.print("[dim](no sources: nothing relevant was retrieved)[/]")
     for s in sources:
         console.print(f"[bold][{s['id']}][/] {s['source']} — {s['location']}", soft_wrap=True, highlight=False)
+
+
+def _show(text: str) -> None:
+    console.out(text, end="", highlight=False)
+
+
+def _ask_here(settings, collection: str, model: str, question: str, max_tokens: int, how) -> list[dict]:
+    """`rag ask` in this process, through the gateway: the same answer and trace as the server's RAG route."""
+    import asyncio
+
+    from fmstack.app.rag import Rag
+    from fmstack.app.rag.chat import rag_chat
+    from fmstack.app.rag.collections import get_collection
+    from fmstack.gateway import CallContext, Gateway
+    from fmstack.gateway.params import generation_request
+
+    gateway = Gateway.open(settings)
+    try:
+        with gateway.sessions() as s:
+            get_collection(s, collection)  # fail fast, before any model loads
+        messages = [{"role": "user", "content": question}]
+        params = {"model": model, "messages": messages, "max_tokens": max_tokens, "temperature": 0}
+        call = gateway.call("rag.chat.completions", "chatcmpl", params | {"collection": collection}, CallContext(APP))
+        request = generation_request(messages, {"max_tokens": max_tokens, "temperature": 0})
+
+        async def answer() -> list[dict]:
+            with console.status(f"loading {model}"):
+                await asyncio.to_thread(gateway.pool.get, model)
+            rag = Rag(gateway.sessions, settings, gateway.pool)
+            reply = await rag_chat(gateway, rag, call, collection, model, request, how)
+            async for delta in reply.deltas:
+                _show(delta.text)
+            return reply.sources
+
+        return asyncio.run(answer())
+    finally:
+        gateway.close()
 
 
 @rag_app.command("eval")
@@ -223,50 +260,38 @@ def evaluate(
 
     Example: fmstack rag eval --collection wiki --questions examples/rag/questions.yaml -o results.json
     """
-    from fmstack.app.rag.evaluate import eval_cases, load_questions
     from fmstack.app.rag.evaluate import evaluate as run
+    from fmstack.app.rag.evaluate import load_questions
 
     rag = _rag()
     try:
         items = load_questions(questions)
         with console.status(f"retrieving for {len(items)} questions"):
             result = run(rag, collection, items, k, rerank, mode)
-    except FmstackError as exc:
-        fail(exc)
     finally:
         rag.pool.close()
-    hits = result.pop("_hits")
-    table = Table("level", "questions", "rerank", *[f"recall{c}" for c in result["recall"]], f"MRR@{k}")
-    table.add_row(
-        "document",
-        str(result["questions"]),
-        result["rerank"],
-        *[f"{v:.3f}" for v in result["recall"].values()],
-        f"{result['mrr']:.3f}",
-    )
-    if result["answer_recall"]:
-        table.add_row(
-            "answer passage",
-            str(result["questions"]),
-            result["rerank"],
-            *[f"{v:.3f}" for v in result["answer_recall"].values()],
-            f"{result['answer_mrr']:.3f}",
-        )
     console.print(f"collection [bold]{collection}[/], {mode} retrieval")
-    console.print(table)
-    line = f"threshold {result['threshold']}: answers {result['answered_when_answerable']:.0%} of answerable"
-    if result["idk_when_unanswerable"] is not None:
-        line += f", says I don't know to {result['idk_when_unanswerable']:.0%} of unanswerable"
+    console.print(_recall_table(result))
+    line = f"threshold {result.threshold}: answers {result.answered_when_answerable:.0%} of answerable"
+    if result.idk_when_unanswerable is not None:
+        line += f", says I don't know to {result.idk_when_unanswerable:.0%} of unanswerable"
     console.print(line)
-    missed = [r for r in result["results"] if r["answerable"] and r["rank"] is None]
-    for r in missed:
-        console.print(f"[yellow]not in top {k}:[/] {r['question']} (got {', '.join(r['sources'])})", soft_wrap=True)
+    for r in result.missed():
+        console.print(f"[yellow]not in top {k}:[/] {r.question} (got {', '.join(r.sources)})", soft_wrap=True)
     if output:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(json.dumps(result, indent=2))
+        result.write(output)
         console.print(f"wrote {output}")
     if cases:
-        cases.parent.mkdir(parents=True, exist_ok=True)
-        rows = eval_cases(items, hits, top_k)
-        cases.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
-        console.print(f"wrote {len(rows)} eval cases to {cases}")
+        console.print(f"wrote {result.write_cases(cases, top_k)} eval cases to {cases}")
+
+
+def _recall_table(result: RetrievalEval) -> Table:
+    """Recall@k and MRR at document level and, with reference answers, at passage level."""
+    table = Table("level", "questions", "rerank", *[f"recall{c}" for c in result.recall], f"MRR@{result.k}")
+    levels = [("document", result.recall, result.mrr)]
+    if result.answer_recall:
+        levels.append(("answer passage", result.answer_recall, result.answer_mrr))
+    for level, recall, mrr in levels:
+        scores = [f"{v:.3f}" for v in (*recall.values(), mrr)]
+        table.add_row(level, str(result.questions), result.rerank, *scores)
+    return table

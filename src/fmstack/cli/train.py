@@ -17,15 +17,82 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from fmstack.cli.common import console, fail
+from fmstack.cli.common import command_group, console, preparing
+from fmstack.cli.options import FROM_FLAGS, from_config
 from fmstack.core.config import get_settings
-from fmstack.core.errors import FmstackError
+from fmstack.model.train.configs import (
+    ClassifyConfig,
+    DpoConfig,
+    FinetuneConfig,
+    TrainSpec,
+    load_config,
+    with_overrides,
+)
 
-train_app = typer.Typer(
-    help="Train models: pretrain from scratch, fine-tune (LoRA or full), DPO, classify.\n\n"
+train_app = command_group(
+    "Train models: pretrain from scratch, fine-tune (LoRA or full), DPO, classify.\n\n"
     "Example: fmstack train pretrain --data examples/train/pretrain/out/blocks --config tiny --out runs/tiny",
     no_args_is_help=True,
 )
+
+# The help of each flag; the flags themselves (names, types, defaults) are the config's fields.
+ADAPTER_HELP = {
+    "model": "A registry model (GGUF models are converted once) or HF folder.",
+    "steps": "Optimizer steps (overrides --epochs).",
+    "grad_accum": "Batches per optimizer step.",
+    "lora_r": "LoRA rank.",
+    "lora_alpha": "LoRA scaling numerator (scale = alpha / r).",
+    "target_modules": "Comma-separated linear modules.",
+}
+FINETUNE_HELP = ADAPTER_HELP | {
+    "data": "Training file: JSONL (or a JSON array) of {messages: [...]}.",
+    "out": "New folder for adapter/, model/ and summary.json.",
+    "method": "lora (PEFT adapters) or full (every weight).",
+    "eval_data": "Held-out file (default: split from --data).",
+    "eval_split": "Fraction of --data held out when no --eval-data.",
+    "epochs": "Passes over the training data.",
+    "lr": "Peak learning rate (default 2e-4 lora, 2e-5 full).",
+    "batch_size": "Conversations per batch and process.",
+    "max_length": "Token limit (default: the model's context).",
+    "truncate": "Cut longer conversations instead of failing.",
+    "lora_dropout": "Dropout on the LoRA input.",
+    "merge": "Also write model/: the adapter merged into the weights.",
+    "name": "Register model/ under this name (implies --merge).",
+    "seed": "Seed for the split, shuffling, dropout and LoRA init.",
+}
+DPO_HELP = ADAPTER_HELP | {
+    "data": "Preference pairs: JSONL of {prompt, chosen, rejected}.",
+    "out": "New folder for model/ (merged), adapter/ and summary.json.",
+    "eval_data": "Held-out pairs, scored before and after.",
+    "beta": "How far the policy may move from the reference (higher: less).",
+    "lora": "LoRA adapters (reference = adapter off) or all weights.",
+    "epochs": "Passes over the pairs.",
+    "lr": "Peak learning rate (default 5e-5 with LoRA, 5e-7 without).",
+    "batch_size": "Pairs per batch and process.",
+    "max_length": "Token limit of prompt + answer; longer pairs fail.",
+    "name": "Register model/ under this name (engine transformers).",
+    "seed": "Seed for shuffling and the LoRA init.",
+}
+CLASSIFY_HELP = {
+    "text_field": "Column or field that holds the text.",
+    "label_field": "Column or field that holds the label.",
+    "epochs": "Passes over the training split.",
+    "eval_split": "Fraction held out (stratified) to score on.",
+    "lr": "Peak learning rate.",
+    "batch_size": "Texts per batch.",
+    "max_length": "Tokens per text; longer ones are cut (and counted).",
+    "seed": "Seed for the split, the head's init and shuffling.",
+}
+PRETRAIN_HELP = {  # flags that override the config's train: section
+    "steps": "Optimizer steps.",
+    "batch_size": "Blocks per micro-batch and process.",
+    "grad_accum": "Micro-batches per optimizer step.",
+    "lr": "Peak learning rate (after warmup; cosine decay after).",
+    "warmup": "Steps of linear warmup.",
+    "eval_every": "Validation loss every N steps (and at the end).",
+    "checkpoint_every": "Checkpoint every N steps, 0 never.",
+    "seed": "Seed for the weights and the data order.",
+}
 
 
 @contextmanager
@@ -44,28 +111,8 @@ def _finetune_progress() -> Iterator[Callable[[str, int, int | None, float | Non
 
 
 @train_app.command("finetune")
-def finetune(
-    model: str = typer.Option(..., "--model", help="A registry model (GGUF models are converted once) or HF folder."),
-    data: Path = typer.Option(..., "--data", help="Training file: JSONL (or a JSON array) of {messages: [...]}."),
-    out: Path = typer.Option(..., "--out", help="New folder for adapter/, model/ and summary.json."),
-    method: str = typer.Option("lora", "--method", help="lora (PEFT adapters) or full (every weight)."),
-    eval_data: Path | None = typer.Option(None, "--eval-data", help="Held-out file (default: split from --data)."),
-    eval_split: float = typer.Option(0.1, "--eval-split", help="Fraction of --data held out when no --eval-data."),
-    epochs: int = typer.Option(1, "--epochs", help="Passes over the training data."),
-    steps: int | None = typer.Option(None, "--steps", help="Optimizer steps (overrides --epochs)."),
-    lr: float | None = typer.Option(None, "--lr", help="Peak learning rate (default 2e-4 lora, 2e-5 full)."),
-    batch_size: int = typer.Option(4, "--batch-size", help="Conversations per batch and process."),
-    grad_accum: int = typer.Option(1, "--grad-accum", help="Batches per optimizer step."),
-    max_length: int | None = typer.Option(None, "--max-length", help="Token limit (default: the model's context)."),
-    truncate: bool = typer.Option(False, "--truncate", help="Cut longer conversations instead of failing."),
-    lora_r: int = typer.Option(8, "--lora-r", help="LoRA rank."),
-    lora_alpha: int = typer.Option(16, "--lora-alpha", help="LoRA scaling numerator (scale = alpha / r)."),
-    lora_dropout: float = typer.Option(0.05, "--lora-dropout", help="Dropout on the LoRA input."),
-    target_modules: str = typer.Option("q_proj,v_proj", "--target-modules", help="Comma-separated linear modules."),
-    merge: bool = typer.Option(False, "--merge", help="Also write model/: the adapter merged into the weights."),
-    name: str | None = typer.Option(None, "--name", help="Register model/ under this name (implies --merge)."),
-    seed: int = typer.Option(0, "--seed", help="Seed for the split, shuffling, dropout and LoRA init."),
-) -> None:
+@from_config("config", FinetuneConfig, FINETUNE_HELP)
+def finetune(config: FinetuneConfig = FROM_FLAGS) -> None:
     """Supervised fine-tuning on chat data (loss on assistant tokens only), LoRA or full; runs under accelerate.
 
     Every input is validated before the first step (file, line and field for bad records; lengths against
@@ -75,38 +122,12 @@ def finetune(
     """
     from accelerate import PartialState
 
-    from fmstack.model.train.finetune import FinetuneConfig
     from fmstack.model.train.finetune import finetune as run_finetune
 
-    config = FinetuneConfig(
-        model=model,
-        data=data,
-        out=out,
-        method=method,
-        eval_data=eval_data,
-        eval_split=eval_split,
-        epochs=epochs,
-        steps=steps,
-        lr=lr,
-        batch_size=batch_size,
-        grad_accum=grad_accum,
-        max_length=max_length,
-        truncate=truncate,
-        lora_r=lora_r,
-        lora_alpha=lora_alpha,
-        lora_dropout=lora_dropout,
-        target_modules=tuple(m.strip() for m in target_modules.split(",") if m.strip()),
-        merge=merge,
-        name=name,
-        seed=seed,
-    )
-    try:
-        with _finetune_progress() as progress:
-            summary = run_finetune(config, get_settings(), progress)
-    except FmstackError as exc:
-        fail(exc)
+    with _finetune_progress() as progress:
+        summary = run_finetune(config, get_settings(), progress)
     if PartialState().is_main_process:
-        _print_finetune(summary, out)
+        _print_finetune(summary, config.out)
 
 
 def _print_finetune(summary: dict, out: Path) -> None:
@@ -123,17 +144,11 @@ def _print_finetune(summary: dict, out: Path) -> None:
 
 
 @train_app.command("classify")
+@from_config("config", ClassifyConfig, CLASSIFY_HELP)
 def classify(
     data: Path = typer.Option(..., "--data", help="Labelled texts: CSV with a header row, or JSONL / a JSON array."),
     out: Path = typer.Option(..., "--out", help="Folder for the checkpoint (with id2label) and summary.json."),
-    text_field: str = typer.Option("text", "--text-field", help="Column or field that holds the text."),
-    label_field: str = typer.Option("label", "--label-field", help="Column or field that holds the label."),
-    epochs: float = typer.Option(3.0, "--epochs", help="Passes over the training split."),
-    eval_split: float = typer.Option(0.2, "--eval-split", help="Fraction held out (stratified) to score on."),
-    lr: float = typer.Option(5e-5, "--lr", help="Peak learning rate."),
-    batch_size: int = typer.Option(16, "--batch-size", help="Texts per batch."),
-    max_length: int = typer.Option(128, "--max-length", help="Tokens per text; longer ones are cut (and counted)."),
-    seed: int = typer.Option(0, "--seed", help="Seed for the split, the head's init and shuffling."),
+    config: ClassifyConfig = FROM_FLAGS,
     force: bool = typer.Option(False, "--force", help="Replace what --out holds."),
 ) -> None:
     """Fine-tune the packaged MiniLM encoder with a classification head; held-out scores before and after.
@@ -142,14 +157,10 @@ def classify(
 
     Example: fmstack train classify --data examples/train/spam/spam.csv --out runs/spam
     """
-    from fmstack.model.train.classify import ClassifyConfig, train_classifier
+    from fmstack.model.train.classify import train_classifier
     from fmstack.model.train.trainer_progress import RichProgress
 
-    config = ClassifyConfig(text_field, label_field, epochs, eval_split, lr, batch_size, max_length, seed)
-    try:
-        summary = train_classifier(data, out, get_settings(), config, force=force, callbacks=[RichProgress(console)])
-    except FmstackError as exc:
-        fail(exc)
+    summary = train_classifier(data, out, get_settings(), config, force=force, callbacks=[RichProgress(console)])
     _print_classify(summary, out)
 
 
@@ -176,18 +187,12 @@ def _print_classify(summary: dict, out: Path) -> None:
 
 
 @train_app.command("pretrain")
+@from_config("overrides", TrainSpec, PRETRAIN_HELP, overrides=True)
 def pretrain(
     data: Path = typer.Option(..., "--data", help="Packed blocks: the blocks/ folder of `fmstack data run`."),
     config: str = typer.Option("small", "--config", help="tiny, small, or a YAML/JSON file (model: and train:)."),
     out: Path = typer.Option(..., "--out", help="Run folder: HF checkpoint, checkpoints/, metrics, loss.png."),
-    steps: int | None = typer.Option(None, "--steps", help="Optimizer steps."),
-    batch_size: int | None = typer.Option(None, "--batch-size", help="Blocks per micro-batch and process."),
-    grad_accum: int | None = typer.Option(None, "--grad-accum", help="Micro-batches per optimizer step."),
-    lr: float | None = typer.Option(None, "--lr", help="Peak learning rate (after warmup; cosine decay after)."),
-    warmup: int | None = typer.Option(None, "--warmup", help="Steps of linear warmup."),
-    eval_every: int | None = typer.Option(None, "--eval-every", help="Validation loss every N steps (and at the end)."),
-    checkpoint_every: int | None = typer.Option(None, "--checkpoint-every", help="Checkpoint every N steps, 0 never."),
-    seed: int | None = typer.Option(None, "--seed", help="Seed for the weights and the data order."),
+    overrides: dict = FROM_FLAGS,
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
     name: str | None = typer.Option(None, "--name", help="Register the result under this name (transformers engine)."),
 ) -> None:
@@ -198,20 +203,14 @@ def pretrain(
 
     Example: fmstack train pretrain --data examples/train/pretrain/out/blocks --config small --out runs/small
     """
-    from fmstack.model.train.configs import load_config, with_overrides
     from fmstack.model.train.pretrain import plan_run
     from fmstack.model.train.pretrain import pretrain as run_pretrain
 
-    overrides = {"steps": steps, "batch_size": batch_size, "grad_accum": grad_accum, "lr": lr, "warmup": warmup,
-                 "eval_every": eval_every, "checkpoint_every": checkpoint_every, "seed": seed}  # fmt: skip
-    try:
-        plan = plan_run(data, with_overrides(load_config(config), overrides), out, resume)
-        with _pretrain_progress() as report:
-            result = run_pretrain(plan, report)
-        if result.is_main_process and name:
-            _register_pretrained(name, out, plan.config.model.max_position_embeddings)
-    except FmstackError as exc:
-        fail(exc)
+    plan = plan_run(data, with_overrides(load_config(config), overrides), out, resume)
+    with _pretrain_progress() as report:
+        result = run_pretrain(plan, report)
+    if result.is_main_process and name:
+        _register_pretrained(name, out, plan.config.model.max_position_embeddings)
     if result.is_main_process:
         _print_pretrain(result.summary, out, name)
 
@@ -268,25 +267,8 @@ def _print_pretrain(summary: dict, out: Path, name: str | None) -> None:
 
 
 @train_app.command("dpo")
-def dpo(
-    model: str = typer.Option(..., "--model", help="A registry model (GGUF models are converted once) or HF folder."),
-    data: Path = typer.Option(..., "--data", help="Preference pairs: JSONL of {prompt, chosen, rejected}."),
-    out: Path = typer.Option(..., "--out", help="New folder for model/ (merged), adapter/ and summary.json."),
-    eval_data: Path | None = typer.Option(None, "--eval-data", help="Held-out pairs, scored before and after."),
-    beta: float = typer.Option(0.1, "--beta", help="How far the policy may move from the reference (higher: less)."),
-    lora: bool = typer.Option(True, "--lora/--no-lora", help="LoRA adapters (reference = adapter off) or all weights."),
-    epochs: float = typer.Option(1.0, "--epochs", help="Passes over the pairs."),
-    steps: int | None = typer.Option(None, "--steps", help="Optimizer steps (overrides --epochs)."),
-    lr: float | None = typer.Option(None, "--lr", help="Peak learning rate (default 5e-5 with LoRA, 5e-7 without)."),
-    batch_size: int = typer.Option(2, "--batch-size", help="Pairs per batch and process."),
-    grad_accum: int = typer.Option(1, "--grad-accum", help="Batches per optimizer step."),
-    max_length: int = typer.Option(1024, "--max-length", help="Token limit of prompt + answer; longer pairs fail."),
-    lora_r: int = typer.Option(8, "--lora-r", help="LoRA rank."),
-    lora_alpha: int = typer.Option(16, "--lora-alpha", help="LoRA scaling numerator (scale = alpha / r)."),
-    target_modules: str = typer.Option("q_proj,v_proj", "--target-modules", help="Comma-separated linear modules."),
-    name: str | None = typer.Option(None, "--name", help="Register model/ under this name (engine transformers)."),
-    seed: int = typer.Option(0, "--seed", help="Seed for shuffling and the LoRA init."),
-) -> None:
+@from_config("config", DpoConfig, DPO_HELP)
+def dpo(config: DpoConfig = FROM_FLAGS) -> None:
     """Preference tuning with DPO (TRL) on chosen/rejected pairs; rewards and margins before and after.
 
     Pairs are TRL's standard (strings) or conversational (message lists) format, as `fmstack data from-traces
@@ -296,35 +278,12 @@ def dpo(
     """
     from accelerate import PartialState
 
-    from fmstack.cli.common import preparing
-    from fmstack.model.train.dpo import DpoConfig, train_dpo
+    from fmstack.model.train.dpo import train_dpo
     from fmstack.model.train.trainer_progress import RichProgress
 
-    config = DpoConfig(
-        model=model,
-        data=data,
-        out=out,
-        eval_data=eval_data,
-        beta=beta,
-        lora=lora,
-        epochs=epochs,
-        steps=steps,
-        lr=lr,
-        batch_size=batch_size,
-        grad_accum=grad_accum,
-        max_length=max_length,
-        lora_r=lora_r,
-        lora_alpha=lora_alpha,
-        target_modules=tuple(m.strip() for m in target_modules.split(",") if m.strip()),
-        name=name,
-        seed=seed,
-    )
-    try:
-        summary = train_dpo(config, get_settings(), [RichProgress(console, "DPO")], preparing)
-    except FmstackError as exc:
-        fail(exc)
+    summary = train_dpo(config, get_settings(), [RichProgress(console, "DPO")], preparing)
     if PartialState().is_main_process:
-        _print_dpo(summary, out)
+        _print_dpo(summary, config.out)
 
 
 def _print_dpo(summary: dict, out: Path) -> None:

@@ -11,9 +11,9 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+from fmstack.core import sources
 from fmstack.core.config import Settings
 from fmstack.core.errors import InvalidRequest, ModelNotFound
-from fmstack.core import sources
 
 BUILTIN = Path(__file__).with_name("models.toml")
 ENGINES = {"llamacpp", "transformers", "openai", "sentence-transformers"}
@@ -88,6 +88,25 @@ class ModelSpec:
         return self.size_bytes() is not None
 
 
+@dataclass(frozen=True)
+class ModelInfo:
+    """A model as `fmstack models` lists it: the spec's facts and what is on disk now."""
+
+    name: str
+    engine: str
+    kind: str
+    source: str
+    context_length: int
+    available: bool
+    size_bytes: int | None
+    description: str
+
+    @classmethod
+    def of(cls, spec: ModelSpec) -> ModelInfo:
+        facts = (spec.name, spec.engine, spec.kind, spec.source_label(), spec.context_length)
+        return cls(*facts, spec.available(), spec.size_bytes(), spec.description)
+
+
 def _parse(path: Path) -> dict[str, ModelSpec]:
     try:
         data = tomllib.loads(path.read_text())
@@ -133,6 +152,10 @@ class Registry:
 
     def __iter__(self):
         return iter(self.specs.values())
+
+    def describe(self) -> list[ModelInfo]:
+        """Every model with its availability and size on disk, preparing nothing (so listing stays instant)."""
+        return [ModelInfo.of(spec) for spec in self]
 
 
 def register_user_model(settings: Settings, name: str, **fields) -> None:

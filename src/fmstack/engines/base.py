@@ -30,6 +30,7 @@ class GenerationRequest:
     response_format: dict | None = None
     logprobs: bool = False
     top_logprobs: int = 0
+    speculative: bool | None = None  # prompt-lookup drafts (llama.cpp engine); None: the engine's default
 
 
 @dataclass
@@ -67,6 +68,9 @@ class Finish:
     reason: str  # "stop" | "length"
     prompt_tokens: int
     completion_tokens: int
+    cached_tokens: int = 0  # prompt tokens whose KV cells came from the prefix cache (not prefilled)
+    draft_tokens: int = 0  # tokens drafted by prompt lookup and verified by the model
+    accepted_tokens: int = 0  # of those, the ones kept
 
 
 Event = Delta | Finish

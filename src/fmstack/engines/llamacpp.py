@@ -1,66 +1,79 @@
 """GGUF models on llama-cpp-python. The chat template is the one stored in the GGUF file.
 
-We drive llama.cpp token by token (`Llama.generate`) instead of `create_completion` so we can stop between
-tokens when a client leaves, and read log-probabilities from the last logits without `logits_all=True` (which
-keeps a context x vocabulary float matrix: gigabytes for a 150k vocabulary).
+Requests are tokenized and checked here, in the caller's thread; decoding is `llamacpp_batch.BatchRunner`'s:
+one context in which up to `FMSTACK_PARALLEL` sequences advance together (continuous batching), reusing cached
+prompt prefixes and drafting by prompt lookup.
 """
 
 from __future__ import annotations
 
 import json
-import random
-import threading
-from collections.abc import Iterator
+import logging
 from pathlib import Path
 
 import llama_cpp
-import numpy as np
+from llama_cpp._internals import LlamaModel
+from llama_cpp._logger import set_verbose
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 from llama_cpp.llama_grammar import JSON_GBNF, LlamaGrammar
 
 from fmstack.core.config import Settings
+from fmstack.core.errors import InvalidRequest
+from fmstack.core.registry import ModelSpec
 from fmstack.engines.base import (
     Engine,
-    Event,
-    Finish,
     GenerationRequest,
     Prepared,
-    TopLogprob,
     check_context,
     check_logit_bias,
     validate_messages,
 )
-from fmstack.engines.decoding import LogprobEntry, TextAssembler
-from fmstack.engines.scheduler import Scheduler
-from fmstack.core.errors import InvalidRequest
-from fmstack.core.registry import ModelSpec
+from fmstack.engines.llamacpp_batch import BatchConfig, BatchRunner
+from fmstack.engines.sampling import check_grammar
+
+log = logging.getLogger(__name__)
 
 
 class LlamaCppEngine(Engine):
     def __init__(self, spec: ModelSpec, path: Path, settings: Settings):
         self.spec = spec
-        self.llm = llama_cpp.Llama(
-            model_path=str(path),
-            n_ctx=spec.context_length,
-            n_threads=settings.threads,
-            n_batch=512,
-            verbose=False,
+        set_verbose(False)  # llama.cpp's log goes through a Python callback: keep it to errors
+        self.model = LlamaModel(path_model=str(path), params=llama_cpp.llama_model_default_params(), verbose=False)
+        self.formatter = self._chat_formatter()
+        config = BatchConfig(
+            parallel=max(1, settings.parallel),
+            kv_tokens=max(settings.kv_tokens, 256),
+            threads=settings.threads,
+            max_queue=settings.queue_size,
+            speculative=settings.speculative,
         )
-        self._vocab = self.llm._model.vocab
-        template = self.llm.metadata.get("tokenizer.chat_template")
-        self.formatter = (
-            Jinja2ChatFormatter(
-                template,
-                eos_token=self._token_text(self.llm.token_eos()),
-                bos_token=self._token_text(self.llm.token_bos()),
-            )
-            if template
-            else None
+        self.kv_bytes = config.kv_tokens * kv_bytes_per_token(self.model)
+        self.runner = BatchRunner(spec.name, self.model, config)
+        log.info(
+            "%s: %d sequences in parallel sharing %d KV cells (%.0f MiB)",
+            spec.name,
+            config.parallel,
+            config.kv_tokens,
+            self.kv_bytes / 2**20,
         )
-        self.scheduler = Scheduler(spec.name, self._generate, settings.queue_size)
+
+    def _chat_formatter(self) -> Jinja2ChatFormatter | None:
+        template = self.model.metadata().get("tokenizer.chat_template")
+        if not template:
+            return None
+        return Jinja2ChatFormatter(
+            template,
+            eos_token=self._token_text(self.model.token_eos()),
+            bos_token=self._token_text(self.model.token_bos()),
+        )
 
     def _token_text(self, token: int) -> str:
-        return self.llm._model.token_get_text(token) if token >= 0 else ""
+        return self.model.token_get_text(token) if token >= 0 else ""
+
+    @property
+    def context_length(self) -> int:
+        """A request also has to fit in the cells all sequences share."""
+        return min(self.spec.context_length, self.runner.config.kv_tokens)
 
     def prepare(self, request: GenerationRequest) -> Prepared:
         if request.messages is not None:
@@ -73,92 +86,44 @@ class LlamaCppEngine(Engine):
                 prompt = self.formatter(messages=request.messages).prompt
             except Exception as exc:  # the template's own raise_exception: e.g. roles out of order
                 raise InvalidRequest(f"The chat template rejected the messages: {exc}", param="messages") from exc
-            tokens = self.llm.tokenize(prompt.encode(), add_bos=False, special=True)
+            tokens = self.model.tokenize(prompt.encode(), add_bos=False, special=True)
         else:
             prompt = request.prompt or ""
-            tokens = self.llm.tokenize(prompt.encode(), add_bos=True, special=False)
+            tokens = self.model.tokenize(prompt.encode(), add_bos=True, special=False)
+        if not tokens:
+            raise InvalidRequest("The prompt is empty.", param="prompt")
         max_tokens = check_context(len(tokens), request.max_tokens, self.context_length)
-        check_logit_bias(request.logit_bias, self.llm.n_vocab())
-        return Prepared(request, prompt, len(tokens), max_tokens, tokens, _grammar(request.response_format))
+        check_logit_bias(request.logit_bias, self.model.n_vocab())
+        grammar = _grammar(request.response_format)
+        if grammar is not None:
+            check_grammar(self.model.vocab, grammar)
+        return Prepared(request, prompt, len(tokens), max_tokens, tokens, grammar)
 
     def stream(self, prepared: Prepared):
-        return self.scheduler.submit(prepared)
+        return self.runner.submit(prepared)
 
     def queue_depth(self) -> int:
-        return self.scheduler.waiting
-
-    def _generate(self, p: Prepared, cancel: threading.Event) -> Iterator[Event]:
-        r = p.request
-        self.llm.set_seed(r.seed if r.seed is not None else random.getrandbits(31))
-        out = TextAssembler(r.stop)
-        generated = 0
-        reason = "length"
-        tokens = self.llm.generate(
-            p.tokens,
-            temp=r.temperature,
-            top_p=r.top_p,
-            top_k=0,
-            min_p=0.0,
-            repeat_penalty=1.0,
-            grammar=p.constraint,
-            logits_processor=_bias(r.logit_bias),
-            reset=True,
-        )
-        for token in tokens:
-            if cancel.is_set():
-                break
-            if llama_cpp.llama_vocab_is_eog(self._vocab, token):
-                reason = "stop"
-                break
-            logprob = self._logprobs(token, r.top_logprobs) if r.logprobs else None
-            data = self.llm.detokenize([token])  # llama.cpp's token pieces carry their own leading spaces
-            generated += 1
-            if (delta := out.push(data, logprob)) is not None:
-                yield delta
-            if out.stopped:
-                reason = "stop"
-                break
-            if generated >= p.max_tokens:
-                break
-        if (delta := out.flush()) is not None:
-            yield delta
-        yield Finish(reason, p.prompt_tokens, generated)
-
-    def _logprobs(self, token: int, top: int) -> LogprobEntry:
-        """Log-softmax of the logits the token was sampled from (still in the context until the next eval)."""
-        n_vocab = self.llm.n_vocab()
-        logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(self.llm._ctx.ctx, -1), shape=(n_vocab,))
-        shifted = logits - logits.max()
-        logp = shifted - np.log(np.exp(shifted).sum())
-        best = np.argpartition(-logp, top)[:top] if top else np.array([], dtype=int)
-        best = best[np.argsort(-logp[best])]
-        return self._entry(token, float(logp[token])), [self._entry(int(t), float(logp[t])) for t in best]
-
-    def _entry(self, token: int, logprob: float) -> TopLogprob:
-        data = self.llm.detokenize([token])
-        return TopLogprob(data.decode("utf-8", errors="replace"), logprob, list(data))
+        return self.runner.waiting
 
     def close(self) -> None:
-        self.scheduler.close()
-        self.llm.close()
+        self.runner.close()
+        self.model.close()
 
 
-def _bias(logit_bias: dict[int, float]) -> llama_cpp.LogitsProcessorList | None:
-    """OpenAI's logit_bias: added to the raw logits before sampling (so -100 bans a token, +100 forces it)."""
-    if not logit_bias:
-        return None
-    ids = np.fromiter(logit_bias, dtype=np.int64)
-    values = np.fromiter(logit_bias.values(), dtype=np.float32)
-
-    def add(_input_ids: np.ndarray, scores: np.ndarray) -> np.ndarray:
-        scores[ids] += values
-        return scores
-
-    return llama_cpp.LogitsProcessorList([add])
+def kv_bytes_per_token(model: LlamaModel) -> int:
+    """Bytes of K and V (f16) one token takes in every layer, from the model's shape."""
+    m = model.model
+    n_head, n_head_kv = llama_cpp.llama_model_n_head(m), llama_cpp.llama_model_n_head_kv(m)
+    meta = model.metadata()
+    arch = meta.get("general.architecture", "")
+    head = llama_cpp.llama_model_n_embd(m) // max(n_head, 1)
+    k = int(meta.get(f"{arch}.attention.key_length", head))
+    v = int(meta.get(f"{arch}.attention.value_length", head))
+    return llama_cpp.llama_model_n_layer(m) * n_head_kv * (k + v) * 2
 
 
-def _grammar(response_format: dict | None) -> LlamaGrammar | None:
-    """OpenAI's response_format as a llama.cpp grammar: any JSON object, or JSON matching a schema."""
+def _grammar(response_format: dict | None) -> str | None:
+    """OpenAI's response_format as a llama.cpp GBNF grammar: any JSON object, or JSON matching a schema."""
     if not response_format or response_format.get("type") in (None, "text"):
         return None
     kind = response_format.get("type")
@@ -166,15 +131,15 @@ def _grammar(response_format: dict | None) -> LlamaGrammar | None:
         if kind == "json_object":
             schema = response_format.get("schema")
             if schema:
-                return LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
-            return LlamaGrammar.from_string(JSON_GBNF, verbose=False)
+                return LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)._grammar
+            return JSON_GBNF
         if kind == "json_schema":
             schema = (response_format.get("json_schema") or {}).get("schema")
             if not isinstance(schema, dict):
                 raise InvalidRequest(
                     "response_format.json_schema.schema must be a JSON Schema object.", param="response_format"
                 )
-            return LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
+            return LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)._grammar
     except InvalidRequest:
         raise
     except Exception as exc:

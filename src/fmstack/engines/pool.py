@@ -6,11 +6,11 @@ import threading
 from collections.abc import Callable
 
 from fmstack.core.config import Settings
-from fmstack.engines.base import Engine
-from fmstack.engines.embeddings import EmbeddingEngine
 from fmstack.core.errors import InvalidRequest
 from fmstack.core.registry import ModelSpec, Registry
 from fmstack.core.sources import Progress
+from fmstack.engines.base import Engine
+from fmstack.engines.embeddings import EmbeddingEngine
 
 
 def load_engine(spec: ModelSpec, settings: Settings, progress: Progress | None = None) -> Engine | EmbeddingEngine:

@@ -9,6 +9,8 @@ from collections.abc import AsyncIterator
 
 import openai
 
+from fmstack.core.errors import EngineError, FmstackError, QueueFull
+from fmstack.core.registry import ModelSpec
 from fmstack.engines.base import (
     Delta,
     Engine,
@@ -19,8 +21,6 @@ from fmstack.engines.base import (
     TopLogprob,
     validate_messages,
 )
-from fmstack.core.errors import EngineError, FmstackError, QueueFull
-from fmstack.core.registry import ModelSpec
 
 
 class RemoteEngine(Engine):

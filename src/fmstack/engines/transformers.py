@@ -16,6 +16,8 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from fmstack.core.config import Settings
+from fmstack.core.errors import InvalidRequest
+from fmstack.core.registry import ModelSpec
 from fmstack.engines.base import (
     Engine,
     Event,
@@ -29,8 +31,6 @@ from fmstack.engines.base import (
 )
 from fmstack.engines.decoding import LogprobEntry, TextAssembler
 from fmstack.engines.scheduler import Scheduler
-from fmstack.core.errors import InvalidRequest
-from fmstack.core.registry import ModelSpec
 
 
 class TransformersEngine(Engine):

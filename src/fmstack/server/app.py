@@ -5,44 +5,19 @@ from __future__ import annotations
 import asyncio
 import json
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from sqlalchemy.orm import sessionmaker
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from fmstack import __version__
 from fmstack.core.config import Settings, get_settings
-from fmstack.engines.pool import EnginePool
 from fmstack.core.errors import FmstackError, QueueFull
-from fmstack.core.metrics import Metrics
-from fmstack.core.registry import Registry
+from fmstack.gateway import Gateway
 from fmstack.server import openai_api, prompts_api, rag_api, ui_api
-from fmstack.server.calls import Call
+from fmstack.server.deps import context_of
 from fmstack.server.limits import BodyLimit
-from fmstack.core.store import open_store
-from fmstack.core.store.traces import TraceWriter, score_summary
-
-
-@dataclass
-class Services:
-    """What request handlers share: settings, models, the store and metrics."""
-
-    settings: Settings
-    registry: Registry
-    pool: EnginePool
-    sessions: sessionmaker
-    writer: TraceWriter
-    metrics: Metrics
-
-    def trace_scores(self) -> list[tuple[str, str, float | None, int]]:
-        with self.sessions() as session:
-            return score_summary(session)
-
-    def queue_depths(self) -> dict[str, int]:
-        return {name: e.queue_depth() for name, e in self.pool.loaded.items() if hasattr(e, "queue_depth")}
 
 
 def create_app(settings: Settings | None = None, preload: list[str] | None = None) -> FastAPI:
@@ -52,16 +27,11 @@ def create_app(settings: Settings | None = None, preload: list[str] | None = Non
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         for name in preload or []:
-            await asyncio.to_thread(services.pool.get, name)
+            await asyncio.to_thread(gateway.pool.get, name)
         yield
-        services.writer.close()
-        services.pool.close()
+        gateway.close()
 
-    registry = Registry(settings)
-    sessions = open_store(settings)
-    pool = EnginePool(registry, settings)
-    services = Services(settings, registry, pool, sessions, TraceWriter(sessions), None)  # type: ignore[arg-type]
-    services.metrics = Metrics(services.queue_depths, services.trace_scores)
+    gateway = Gateway.open(settings)
 
     app = FastAPI(
         title="fmstack",
@@ -69,21 +39,21 @@ def create_app(settings: Settings | None = None, preload: list[str] | None = Non
         description="OpenAI-compatible API over local and remote models, with traces, feedback and metrics.",
         lifespan=lifespan,
     )
-    app.state.services = services
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, on_reject=_trace_rejected(services))
+    app.state.gateway = gateway
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, on_reject=_trace_rejected(gateway))
     app.include_router(openai_api.router)
     app.include_router(ui_api.router)
     app.include_router(prompts_api.router)
     app.include_router(rag_api.router)
-    _install_error_handlers(app, services)
+    _install_error_handlers(app, gateway)
 
     @app.get("/healthz", tags=["fmstack"])
     async def healthz() -> dict:
-        return {"status": "ok", "version": __version__, "models_loaded": sorted(services.pool.loaded)}
+        return {"status": "ok", "version": __version__, "models_loaded": sorted(gateway.pool.loaded)}
 
     @app.get("/metrics", tags=["fmstack"])
     async def metrics() -> Response:
-        body = await asyncio.to_thread(services.metrics.render)  # trace scores are read from the store
+        body = await asyncio.to_thread(gateway.metrics.render)  # trace scores are read from the store
         return Response(body, media_type="text/plain; version=0.0.4")
 
     return app
@@ -98,19 +68,19 @@ def _endpoint_name(request: Request) -> str:
     return request.url.path.removeprefix("/v1/").replace("/", ".")
 
 
-def _trace_rejected(services: Services):
+def _trace_rejected(gateway: Gateway):
     def record(path: str, exc: FmstackError) -> None:
-        Call(services, path.removeprefix("/v1/").replace("/", "."), "req", None, None).fail(exc)
+        gateway.call(path.removeprefix("/v1/").replace("/", "."), "req", None).fail(exc)
 
     return record
 
 
-def _install_error_handlers(app: FastAPI, services: Services) -> None:
+def _install_error_handlers(app: FastAPI, gateway: Gateway) -> None:
     def traced(request: Request, err: FmstackError, body: object = None) -> JSONResponse:
         """Errors raised before an endpoint ran (bad JSON, bad fields) still get their trace row."""
         if request.url.path.startswith("/v1/"):
             params = body if isinstance(body, dict) else {"raw": _raw(body)}
-            Call(services, _endpoint_name(request), "req", params, request.headers.get("x-fmstack-app")).fail(err)
+            gateway.call(_endpoint_name(request), "req", params, context_of(request)).fail(err)
         return _error(err)
 
     @app.exception_handler(FmstackError)

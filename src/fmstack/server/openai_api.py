@@ -11,31 +11,24 @@ from collections.abc import AsyncIterator
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from fmstack.engines.base import Delta
 from fmstack.core.errors import FmstackError
-from fmstack.server.calls import Call
+from fmstack.core.store.traces import add_feedback
+from fmstack.engines.base import Delta
+from fmstack.gateway import Call
+from fmstack.server.deps import context_of, gateway_of
 from fmstack.server.schemas import (
     ChatCompletionRequest,
     CompletionRequest,
     EmbeddingRequest,
     FeedbackRequest,
 )
-from fmstack.core.store.traces import add_feedback
 
 router = APIRouter(prefix="/v1", tags=["OpenAI-compatible"])
 
 
-def _services(request: Request):
-    return request.app.state.services
-
-
-def _app_header(request: Request) -> str | None:
-    return request.headers.get("x-fmstack-app")
-
-
 @router.get("/models")
 async def list_models(request: Request) -> dict:
-    services = _services(request)
+    gateway = gateway_of(request)
     return {
         "object": "list",
         "data": [
@@ -48,24 +41,24 @@ async def list_models(request: Request) -> dict:
                 "kind": spec.kind,
                 "context_length": spec.context_length,
                 "available": spec.available(),
-                "loaded": spec.name in services.pool.loaded,
+                "loaded": spec.name in gateway.pool.loaded,
             }
-            for spec in services.registry
+            for spec in gateway.registry
         ],
     }
 
 
 @router.post("/chat/completions", response_model=None)
 async def chat_completions(body: ChatCompletionRequest, request: Request):
-    call = Call(
-        _services(request), "chat.completions", "chatcmpl", body.model_dump(exclude_none=True), _app_header(request)
+    call = gateway_of(request).call(
+        "chat.completions", "chatcmpl", body.model_dump(exclude_none=True), context_of(request)
     )
     return await _generate(call, body, chat=True, request=request)
 
 
 @router.post("/completions", response_model=None)
 async def completions(body: CompletionRequest, request: Request):
-    call = Call(_services(request), "completions", "cmpl", body.model_dump(exclude_none=True), _app_header(request))
+    call = gateway_of(request).call("completions", "cmpl", body.model_dump(exclude_none=True), context_of(request))
     return await _generate(call, body, chat=False, request=request)
 
 
@@ -85,18 +78,14 @@ async def _generate(
 ):
     """`extra`: fields added to the response object and, when streaming, sent as a last chunk before [DONE]
     (RAG's `sources`)."""
-    services = call.services
     try:
-        call.use(services.registry.get(body.model))
-        engine = await asyncio.to_thread(services.pool.chat, body.model)
-        prepared = engine.prepare(body.to_generation())
-        call.prepared(prepared)
-        events = call.run(engine.stream(prepared), services.settings.request_timeout)
-        first = await anext(events, None)  # errors before the first token get their own HTTP status
+        request_ = body.to_generation()
     except Exception as exc:
         call.fail(exc)
         raise
-    return await respond(call, body, chat, request, _prepend(first, events), extra)
+    # errors before the first token raise here and get their own HTTP status
+    events = await call.gateway.stream(call, body.model, request_)
+    return await respond(call, body, chat, request, events, extra)
 
 
 async def respond(
@@ -136,13 +125,6 @@ async def _collect(events: AsyncIterator[Delta], request: Request, poll: float =
                 await task
             return None
     return task.result()
-
-
-async def _prepend(first: Delta | None, rest: AsyncIterator[Delta]) -> AsyncIterator[Delta]:
-    if first is not None:
-        yield first
-    async for delta in rest:
-        yield delta
 
 
 async def _sse(shape, events: AsyncIterator[Delta], extra: dict | None = None) -> AsyncIterator[str]:
@@ -272,17 +254,13 @@ class _CompletionShape(_Shape):
 
 @router.post("/embeddings")
 async def embeddings(body: EmbeddingRequest, request: Request) -> dict:
-    services = _services(request)
-    call = Call(services, "embeddings", "embd", body.model_dump(exclude_none=True), _app_header(request))
+    params = body.model_dump(exclude_none=True)
     try:
-        call.use(services.registry.get(body.model))
         texts = body.texts()
-        engine = await asyncio.to_thread(services.pool.embedding, body.model)
-        vectors, tokens = await asyncio.to_thread(engine.embed, texts)
     except Exception as exc:
-        call.fail(exc)
+        gateway_of(request).call("embeddings", "embd", params, context_of(request)).fail(exc)
         raise
-    call.ok(tokens, 0)
+    vectors, tokens = await gateway_of(request).embed(body.model, texts, params, context_of(request))
     encode = (
         (lambda v: base64.b64encode(v.astype("<f4").tobytes()).decode())
         if body.encoding_format == "base64"
@@ -299,11 +277,11 @@ async def embeddings(body: EmbeddingRequest, request: Request) -> dict:
 @router.post("/feedback", tags=["fmstack"])
 async def feedback(body: FeedbackRequest, request: Request) -> dict:
     """Thumbs up/down, a corrected answer or a comment on a completion (by its `id`)."""
-    services = _services(request)
+    gateway = gateway_of(request)
 
     def store() -> dict:
-        services.writer.flush()  # the trace may still be on its way to the store
-        with services.sessions.begin() as session:
+        gateway.writer.flush()  # the trace may still be on its way to the store
+        with gateway.sessions.begin() as session:
             row = add_feedback(session, body.trace_id, body.rating, body.correction, body.comment)
             return {"object": "feedback", "id": row.id, "trace_id": row.trace_id, "rating": row.rating}
 

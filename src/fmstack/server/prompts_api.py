@@ -13,11 +13,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from fmstack.app.prompts import PromptContent, PromptStore, diff_prompts
 from fmstack.core.errors import InvalidRequest
-from fmstack.server.calls import Call
+from fmstack.core.store.traces import prompt_stats
+from fmstack.server.deps import context_of, gateway_of
 from fmstack.server.openai_api import chat_response
 from fmstack.server.schemas import ChatCompletionRequest
 from fmstack.server.ui_api import WEB
-from fmstack.core.store.traces import prompt_stats
 
 router = APIRouter(tags=["prompts"])
 
@@ -55,7 +55,7 @@ class PromptCompletionRequest(BaseModel):
 
 
 def _store(request: Request) -> PromptStore:
-    return PromptStore(request.app.state.services.sessions)
+    return PromptStore(gateway_of(request).sessions)
 
 
 async def _run(fn, *args):
@@ -145,11 +145,11 @@ async def render(ref: str, body: RenderRequest, request: Request) -> dict:
 @router.get("/v1/prompts/{name}/stats")
 async def stats(name: str, request: Request) -> dict:
     """Per version: requests, errors, mean latency and TTFT, mean tokens, cost, thumbs up/down (from traces)."""
-    services = request.app.state.services
+    gateway = gateway_of(request)
 
     def query() -> dict:
-        services.writer.flush()
-        with services.sessions() as session:
+        gateway.writer.flush()
+        with gateway.sessions() as session:
             return {"object": "list", "name": name, "data": prompt_stats(session, name)}
 
     return await _run(query)
@@ -158,14 +158,14 @@ async def stats(name: str, request: Request) -> dict:
 @router.post("/v1/prompts/{ref}/chat/completions", response_model=None)
 async def prompt_chat_completions(ref: str, body: PromptCompletionRequest, request: Request):
     """Render the prompt with `variables` and answer like /v1/chat/completions; the trace records the prompt."""
-    services = request.app.state.services
+    gateway = gateway_of(request)
     sent = body.model_dump(exclude_unset=True, exclude={"variables", "messages"})
     overrides = {k: v for k, v in sent.items() if v is not None}  # `"model": null` keeps the version's model
     variables = body.variables
     params = {"prompt_ref": ref, "variables": variables, **overrides}
-    call = Call(services, "prompts.chat.completions", "chatcmpl", params, request.headers.get("x-fmstack-app"))
+    call = gateway.call("prompts.chat.completions", "chatcmpl", params, context_of(request))
     try:
-        prompt = await _run(PromptStore(services.sessions).get, ref)
+        prompt = await _run(PromptStore(gateway.sessions).get, ref)
         call.row.update(prompt_name=prompt.name, prompt_version=str(prompt.version))
         messages = prompt.render(variables) + list(body.messages or [])
         merged = prompt.params | overrides | {"messages": messages}

@@ -10,19 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from fmstack.app.rag import Filters, Rag
-from fmstack.app.rag.answer import MIN_SIMILARITY, ground, i_dont_know, question_of
-from fmstack.engines.base import Delta, Event, Finish
-from fmstack.core.errors import InvalidRequest
+from fmstack.app.rag.answer import MIN_SIMILARITY
+from fmstack.app.rag.chat import Retrieval, rag_chat
 from fmstack.server import openai_api
-from fmstack.server.calls import Call
-from fmstack.engines.messages import Message
+from fmstack.server.deps import context_of, gateway_of
 from fmstack.server.schemas import ChatCompletionRequest
 
 router = APIRouter(prefix="/v1/rag", tags=["RAG"])
@@ -60,8 +57,8 @@ def get_rag(request: Request) -> Rag:
     if getattr(state, "rag", None) is None:
         with _LOCK:
             if getattr(state, "rag", None) is None:
-                services = state.services
-                state.rag = Rag(services.sessions, services.settings, services.pool)
+                gateway = state.gateway
+                state.rag = Rag(gateway.sessions, gateway.settings, gateway.pool)
     return state.rag
 
 
@@ -82,46 +79,16 @@ async def search(collection: str, body: SearchRequest, request: Request) -> dict
 
 @router.post("/{collection}/chat/completions", response_model=None)
 async def chat_completions(collection: str, body: RagChatRequest, request: Request):
-    services = request.app.state.services
-    body.model = body.model or services.settings.default_model
+    gateway = gateway_of(request)
+    body.model = body.model or gateway.settings.default_model
     params = body.model_dump(exclude_none=True) | {"collection": collection}
-    call = Call(services, "rag.chat.completions", "chatcmpl", params, request.headers.get("x-fmstack-app"))
+    call = gateway.call("rag.chat.completions", "chatcmpl", params, context_of(request))
     try:
-        messages = [m.as_template_input() for m in body.messages]
-        question = question_of(messages)
-        if not question.strip():
-            raise InvalidRequest("The last user message is empty: there is nothing to retrieve for.", param="messages")
-        rag = get_rag(request)
+        generation = body.to_generation()
         filters = body.filters.to_filters() if body.filters else None
-        hits = await asyncio.to_thread(rag.search, collection, question, body.top_k, filters, body.rerank)
-        grounding = ground(messages, hits, body.min_similarity)
+        how = Retrieval(body.top_k, filters, body.rerank, body.min_similarity)
     except Exception as exc:
         call.fail(exc)
         raise
-    call.row["retrieval"] = {
-        "collection": collection,
-        "query": question,
-        "top_k": body.top_k,
-        "rerank": body.rerank,
-        "filters": body.filters.model_dump() if body.filters else None,
-        "min_similarity": body.min_similarity,
-        "answered": grounding.answerable,
-        "chunks": grounding.sources,
-        "retrieved": [{"chunk_id": h.chunk_id, "source": h.source, "similarity": h.similarity} for h in hits],
-    }
-    extra = {"sources": grounding.sources}
-    if grounding.answerable:
-        grounded = body.model_copy(update={"messages": [Message(**m) for m in grounding.messages]})
-        return await openai_api.chat_response(call, grounded, request, extra)
-    try:  # nothing relevant: an honest "I don't know", without asking the model to make something up
-        call.use(services.registry.get(body.model))
-    except Exception as exc:
-        call.fail(exc)
-        raise
-    events = call.run(_said(i_dont_know(collection)), services.settings.request_timeout)
-    return await openai_api.respond(call, body, True, request, events, extra)
-
-
-async def _said(text: str) -> AsyncIterator[Event]:
-    yield Delta(text, tokens=0)
-    yield Finish("stop", 0, 0)
+    reply = await rag_chat(gateway, get_rag(request), call, collection, body.model, generation, how)
+    return await openai_api.respond(call, body, True, request, reply.deltas, {"sources": reply.sources})

@@ -9,9 +9,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from fmstack.core.errors import InvalidRequest
 from fmstack.engines.base import GenerationRequest
 from fmstack.engines.messages import Message
-from fmstack.core.errors import InvalidRequest
 
 
 class StreamOptions(BaseModel):

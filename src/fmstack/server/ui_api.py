@@ -9,7 +9,9 @@ from pathlib import Path
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse
 
+from fmstack.app.prompts import PromptStore
 from fmstack.core.store.traces import get_trace, list_traces, trace_dict
+from fmstack.server.deps import gateway_of
 
 WEB = Path(__file__).with_name("web")
 router = APIRouter(tags=["web UI"])
@@ -47,19 +49,22 @@ async def api_traces(
     prompt: str | None = Query(None, description="a stored prompt: `name` (any version), `name@3`, `name@production`"),
 ) -> dict:
     """Recent traces, newest first, with their feedback."""
-    services = request.app.state.services
+    gateway = gateway_of(request)
 
     def query() -> dict:
-        services.writer.flush()
-        by_prompt = {}
-        if prompt:
-            from fmstack.app.prompts import PromptStore
-
-            name, version = PromptStore(services.sessions).trace_filter(prompt)
-            by_prompt = {"prompt_name": name, "prompt_version": version}
-        with services.sessions() as session:
+        gateway.writer.flush()
+        name, version = PromptStore(gateway.sessions).trace_filter(prompt)
+        with gateway.sessions() as session:
             rows = list_traces(
-                session, limit=limit, offset=offset, model=model, app=app, status=status, since=since, **by_prompt
+                session,
+                limit=limit,
+                offset=offset,
+                model=model,
+                app=app,
+                status=status,
+                since=since,
+                prompt_name=name,
+                prompt_version=version,
             )
             return {"object": "list", "data": [trace_dict(t) for t in rows]}
 
@@ -68,11 +73,11 @@ async def api_traces(
 
 @router.get("/api/traces/{trace_id}")
 async def api_trace(trace_id: str, request: Request) -> dict:
-    services = request.app.state.services
+    gateway = gateway_of(request)
 
     def query() -> dict:
-        services.writer.flush()
-        with services.sessions() as session:
+        gateway.writer.flush()
+        with gateway.sessions() as session:
             return trace_dict(get_trace(session, trace_id))
 
     return await asyncio.to_thread(query)

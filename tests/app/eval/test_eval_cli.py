@@ -1,5 +1,7 @@
-"""`fmstack eval` end to end with real models: exit codes as a CI gate, calibration, scoring stored traces."""
+"""`fmstack eval` end to end with real models: exit codes as a CI gate, calibration, scoring stored traces; runs,
+results and metrics as JSON for scripts."""
 
+import asyncio
 import json
 import re
 
@@ -17,6 +19,43 @@ runner = CliRunner()
 @pytest.fixture(autouse=True)
 def wide_console(monkeypatch):
     monkeypatch.setattr(cli.console, "width", 200)
+
+
+class Paris:
+    """A generator that answers every case "Paris": right for France, wrong for Japan."""
+
+    async def generate(self, model, messages, params, run_id=None):
+        from fmstack.app.eval.generate import Generated
+
+        return Generated("Paris", 5.0, 12, 1, 0.0)
+
+
+def test_list_show_and_metrics_print_json_for_scripts(home, tmp_path):
+    from fmstack.app.eval.runner import Runner, RunOptions
+    from fmstack.app.eval.suite import load_suite
+    from fmstack.core.config import get_settings
+    from fmstack.core.store import open_store
+
+    suite = tmp_path / "s.yaml"
+    suite.write_text(
+        "name: capitals\nmetrics: [{name: exact_match, threshold: 1}]\ncases:\n"
+        "  - {id: fr, input: 'Capital of France?', reference: Paris}\n"
+        "  - {id: jp, input: 'Capital of Japan?', reference: Tokyo}\n"
+    )
+    sessions = open_store(get_settings())
+    data = asyncio.run(Runner(sessions, Paris()).run(load_suite(suite, sessions), RunOptions(["m"])))
+
+    (listed,) = json.loads(runner.invoke(app, ["eval", "list", "--json"]).stdout)
+    assert listed["id"] == data.id and listed["suite"] == "capitals" and listed["models"] == ["m"]
+    assert listed["results"] == 2 and listed["status"] == "done" and listed["prompts"] == []
+    shown = json.loads(runner.invoke(app, ["eval", "show", data.id, "--json"]).stdout)
+    assert shown["id"] == data.id and shown["variants"] == ["m"]
+    (cell,) = shown["summary"]
+    assert cell["variant"] == "m" and cell["passed"] == 1 and cell["judged"] == 2 and cell["pass_rate"] == 0.5
+    scores = {r["case_id"]: r["scores"][cell["label"]]["passed"] for r in shown["rows"]}
+    assert scores == {"fr": True, "jp": False}
+    metrics = {m["name"]: m for m in json.loads(runner.invoke(app, ["eval", "metrics", "--json"]).stdout)}
+    assert metrics["exact_match"]["description"] and "reference" in metrics["exact_match"]["needs"]
 
 
 def test_broken_suite_exits_2_naming_file_and_line(home, tmp_path):

@@ -101,10 +101,7 @@ def test_a_real_model_writes_code_that_passes_real_tests(tmp_path, monkeypatch):
     from fmstack.app.eval.generate import LocalGenerator
     from fmstack.app.eval.runner import Runner, RunOptions
     from fmstack.app.eval.suite import Suite
-    from fmstack.core.config import get_settings
-    from fmstack.engines.pool import EnginePool
-    from fmstack.core.registry import Registry
-    from fmstack.core.store import open_store
+    from fmstack.gateway import Gateway
 
     monkeypatch.setenv("FMSTACK_HOME", str(tmp_path))
     monkeypatch.delenv("FMSTACK_DATABASE_URL", raising=False)
@@ -113,13 +110,12 @@ def test_a_real_model_writes_code_that_passes_real_tests(tmp_path, monkeypatch):
     cases = [(case, [m for m in metrics if m.name == "functional"]) for case, metrics in full.cases[:3]]
     suite = Suite(full.spec, full.path, cases)
 
-    settings = get_settings()
-    pool = EnginePool(Registry(settings), settings)
+    gateway = Gateway.open()
     try:
-        runner = Runner(open_store(settings), LocalGenerator(pool))
+        runner = Runner(gateway.sessions, LocalGenerator(gateway))
         data = asyncio.run(runner.run(suite, RunOptions(["qwen2.5-0.5b-instruct"], concurrency=1)))
     finally:
-        pool.close()
+        gateway.close()
 
     assert [r.error for r in data.rows] == [None, None, None]
     scores = [r.scores["functional≥1"] for r in data.rows]

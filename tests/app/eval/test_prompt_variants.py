@@ -34,7 +34,7 @@ class Scripted:
     def __init__(self):
         self.calls = []
 
-    async def generate(self, model, messages, params):
+    async def generate(self, model, messages, params, run_id=None):
         from fmstack.app.eval.generate import Generated
 
         self.calls.append((model, messages, params))

@@ -22,7 +22,7 @@ class Scripted:
         self.calls = []
         self.judge_replies = list(judge_replies or [])
 
-    async def generate(self, model, messages, params):
+    async def generate(self, model, messages, params, run_id=None):
         self.calls.append((model, messages))
         text = messages[-1]["content"]
         if model == "judge":
@@ -131,7 +131,7 @@ def test_a_run_stopped_midway_is_stored_as_interrupted_not_running(home, tmp_pat
     from fmstack.core.store.schema import EvalRun
 
     class Interrupting(Scripted):
-        async def generate(self, model, messages, params):
+        async def generate(self, model, messages, params, run_id=None):
             raise asyncio.CancelledError  # what Ctrl-C does to the tasks of `asyncio.run`
 
     with pytest.raises(asyncio.CancelledError):

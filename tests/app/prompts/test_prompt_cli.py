@@ -87,6 +87,9 @@ def test_create_edit_alias_rollback_render_diff(home, tmp_path):
     listed = run("prompt", "list")
     row = next(line for line in listed.splitlines() if "capitals" in line)
     assert " 3 " in row and "production→1" in row
+    (summary,) = json.loads(run("prompt", "list", "--json"))
+    assert summary["name"] == "capitals" and summary["latest_version"] == 3 and summary["versions"] == 3
+    assert summary["aliases"] == {"production": 1}
 
     messages = json.loads(run("prompt", "render", "capitals@3", "--var", "country=France"))
     assert [m["role"] for m in messages] == ["system", "user", "assistant", "user"]
@@ -149,6 +152,11 @@ def test_traces_list_filters_and_stats_group_by_prompt_version(home):
     assert set(lines) == {"1", "2"}
     assert lines["2"].startswith("2 (production) 2 0 250 ")  # version, requests, errors, mean latency
     assert "No traces of prompt 'other'" in run("prompt", "stats", "other")
+    by_version = {r["version"]: r for r in json.loads(run("prompt", "stats", "capitals", "--json"))}
+    assert set(by_version) == {1, 2} and by_version[2]["requests"] == 2 and by_version[2]["latency_ms"] == 250
+    assert json.loads(run("prompt", "stats", "other", "--json")) == []
+    prompts = {t["prompt_version"] for t in json.loads(run("traces", "list", "--prompt", "capitals@2", "--json"))}
+    assert prompts == {2}
 
 
 def test_edit_in_the_users_editor_from_a_terminal(home, tmp_path):

@@ -7,9 +7,9 @@ from pathlib import Path
 
 from fmstack.app.rag import Rag
 from fmstack.core.config import Settings
-from fmstack.engines.pool import EnginePool
 from fmstack.core.registry import Registry
 from fmstack.core.store import open_store
+from fmstack.engines.pool import EnginePool
 
 WIKI_TITLES = [
     "Abraham Lincoln", "Aristotle", "An American in Paris", "Actrius", "Algeria",

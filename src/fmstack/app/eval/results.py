@@ -6,6 +6,7 @@ The runner builds these and the store keeps them; report/compare/stats only ever
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 
@@ -66,3 +67,16 @@ class RunData:
 
     def metric(self, label: str) -> MetricInfo:
         return next(m for m in self.metrics if m.label == label)
+
+
+@dataclass
+class RunSummary:
+    """A stored run as `fmstack eval list` shows it: what ran, when, and how many results it stored."""
+
+    id: str
+    created_at: datetime
+    suite: str
+    models: list[str]
+    prompts: list[str]  # the stored prompt versions it ran ("name@2"), if any
+    results: int
+    status: str

@@ -15,17 +15,18 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Protocol
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import sessionmaker
 
-from fmstack.app.eval.generate import GENERATION_PARAMS, Generated, Generator
+from fmstack.app.eval.generate import Generated, Generator
 from fmstack.app.eval.metrics import Case, Metric, MetricContext, Output, Score
 from fmstack.app.eval.metrics.judge import Pairwise
-from fmstack.app.eval.results import MetricInfo, MetricScore, ResultRow, RunData
+from fmstack.app.eval.results import MetricInfo, MetricScore, ResultRow, RunData, RunSummary
 from fmstack.app.eval.suite import Suite, metric_label
 from fmstack.core.errors import FmstackError
 from fmstack.core.store.schema import EvalCache, EvalResult, EvalRun, JudgeCalibration, utcnow
+from fmstack.gateway.params import GENERATION_PARAMS
 
 DEFAULT_PARAMS = {"temperature": 0.0, "max_tokens": 256}
 JUDGE_PARAMS = {"temperature": 0.0, "max_tokens": 300}
@@ -106,8 +107,8 @@ class Runner:
         cache = OutputCache(self.sessions, options.use_cache)
         params = DEFAULT_PARAMS | {k: v for k, v in suite.spec.params.items() if k in GENERATION_PARAMS}
         judge_model = options.judge_model or suite.spec.judge.get("model")
-        ctx = MetricContext(self.embed, make_judge(cache, self.generator, judge_model), judge_model)
         run_id = f"run-{uuid.uuid4().hex[:12]}"
+        ctx = MetricContext(self.embed, make_judge(cache, self.generator, judge_model, run_id), judge_model)
         infos = [self._info(m, judge_model) for m in suite.metrics]
         config = {
             "models": options.models,
@@ -132,7 +133,7 @@ class Runner:
         async def one(case: Case, metrics: list[Metric], model: str, prompt: str | None, params: dict) -> ResultRow:
             nonlocal done
             async with limit:
-                row = await self._case(cache, case, metrics, model, params, prompt, ctx)
+                row = await self._case(cache, case, metrics, model, params, prompt, ctx, run_id)
             done += 1
             self.progress(done, len(work))
             return row
@@ -160,6 +161,7 @@ class Runner:
         params: dict,
         prompt: str | None,
         ctx: MetricContext,
+        run_id: str,
     ) -> ResultRow:
         row = ResultRow(case.id, model, prompt, case.messages, case.reference, None, None)
         samples: list[Generated] = []
@@ -168,7 +170,7 @@ class Runner:
                 sample_params = params | ({"seed": params.get("seed", 0) + i} if i else {})
                 key = cache.key(model=model, prompt=prompt, params=sample_params, messages=case.messages, sample=i)
                 generated, cached = await cache.get_or_generate(
-                    key, model, lambda p=sample_params: self.generator.generate(model, case.messages, p)
+                    key, model, lambda p=sample_params: self.generator.generate(model, case.messages, p, run_id)
                 )
                 samples.append(generated)
                 row.cached = cached if i == 0 else row.cached and cached
@@ -272,7 +274,7 @@ def _result(run_id: str, row: ResultRow) -> EvalResult:
     return EvalResult(run_id=run_id, **fields, scores={k: asdict(v) for k, v in row.scores.items()})
 
 
-def make_judge(cache: OutputCache, generator: Generator, model: str | None):
+def make_judge(cache: OutputCache, generator: Generator, model: str | None, run_id: str | None = None):
     """A synchronous judge for metrics (they run in worker threads), answered on the running event loop by the
     generator, through the cache: re-scoring unchanged answers asks the judge nothing."""
     if model is None:
@@ -283,7 +285,8 @@ def make_judge(cache: OutputCache, generator: Generator, model: str | None):
         params = JUDGE_PARAMS | ({"response_format": response_format} if response_format else {})
         key = cache.key(model=model, judge=True, params=params, messages=messages)
         if (hit := cache.get(key)) is None:  # cache I/O here, in the metric's thread: the loop only generates
-            hit = asyncio.run_coroutine_threadsafe(generator.generate(model, messages, params), loop).result()
+            generation = generator.generate(model, messages, params, run_id)
+            hit = asyncio.run_coroutine_threadsafe(generation, loop).result()
             cache.put(key, model, hit)
         return hit.text
 
@@ -366,6 +369,25 @@ def load_run(sessions: sessionmaker, run_id: str) -> RunData:
         return RunData(
             run.id, run.suite, run.created_at.isoformat(), [MetricInfo(**m) for m in run.metrics], rows, run.config
         )
+
+
+def list_runs(sessions: sessionmaker, limit: int = 20) -> list[RunSummary]:
+    """Stored runs, newest first."""
+    with sessions() as s:
+        counts = dict(s.execute(select(EvalResult.run_id, func.count()).group_by(EvalResult.run_id)).all())
+        runs = s.scalars(select(EvalRun).order_by(EvalRun.created_at.desc()).limit(limit))
+        return [
+            RunSummary(
+                run.id,
+                run.created_at,
+                run.suite,
+                run.config.get("models", []),
+                run.config.get("prompts", []),
+                counts.get(run.id, 0),
+                run.status,
+            )
+            for run in runs
+        ]
 
 
 def gate(run: RunData, min_pass_rate: float = 1.0) -> list[str]:

@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from fmstack.app.prompts import PromptStore
 from fmstack.core.errors import FmstackError
 
 Row = tuple[str, dict[str, Any]]  # (where it came from: "file:line", the case fields)
@@ -75,12 +76,7 @@ def cases_from_traces(filters, sessions) -> list[Row]:
 
     if sessions is None:
         raise FmstackError("Cases from traces need the store; run through `fmstack eval run`.")
-    by_prompt = {}
-    if filters.prompt:
-        from fmstack.app.prompts import PromptStore
-
-        name, version = PromptStore(sessions).trace_filter(filters.prompt)
-        by_prompt = {"prompt_name": name, "prompt_version": version}
+    name, version = PromptStore(sessions).trace_filter(filters.prompt)
     with sessions() as session:
         traces = list_traces(
             session,
@@ -89,7 +85,8 @@ def cases_from_traces(filters, sessions) -> list[Row]:
             app=filters.app,
             status="ok",
             since=filters.since,
-            **by_prompt,
+            prompt_name=name,
+            prompt_version=version,
         )
         rows = []
         for t in traces:

@@ -10,6 +10,12 @@ store.set_alias("capitals", "production", 1)
 prompts.render("capitals@production", {"country": "France"}).messages
 prompts.complete("capitals@production", {"country": "France"}, model="smollm2-135m-instruct")
 ```
+
+`template` (a prompt's content, rendered strictly), `refs` (names, versions and aliases), `store` (versions and
+aliases in the store) and `client` (render, or call a model through a prompt with the call traced).
+
+Layer: imports `fmstack.gateway` (the model call) and `fmstack.core`; `fmstack.app.eval`, the server and the
+CLI import it.
 """
 
 from fmstack.app.prompts.client import Completion, Prompts, Rendered, complete, default, render

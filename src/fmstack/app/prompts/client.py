@@ -17,15 +17,13 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
 from fmstack.app.prompts.store import PromptStore, StoredPrompt
 from fmstack.core.config import Settings, get_settings
-from fmstack.core.errors import FmstackError, InvalidRequest
-
-GENERATION_PARAMS = ("temperature", "top_p", "max_tokens", "stop", "seed", "response_format")
+from fmstack.core.errors import InvalidRequest
+from fmstack.gateway import CallContext, Gateway, generation_request
 
 
 @dataclass
@@ -57,11 +55,10 @@ class Completion:
 class Prompts:
     """Stored prompts with a store and (lazily) fmstack's engines; one per process is enough."""
 
-    def __init__(self, store: PromptStore | None = None, settings: Settings | None = None, pool=None):
+    def __init__(self, store: PromptStore | None = None, settings: Settings | None = None):
         self.settings = settings or get_settings()
         self.store = store or PromptStore.open(self.settings)
-        self._pool = pool
-        self._writer = None
+        self._gateway: Gateway | None = None
         self._lock = threading.Lock()
 
     def get(self, ref: str) -> StoredPrompt:
@@ -88,9 +85,7 @@ class Prompts:
         if base_url:
             return _complete_remote(base_url, ref, variables, model, app, params)
         rendered = self.render(ref, variables)
-        unknown = sorted(set(params) - set(GENERATION_PARAMS))
-        if unknown:
-            raise InvalidRequest(f"Unknown parameter(s) {', '.join(unknown)}; known: {', '.join(GENERATION_PARAMS)}.")
+        generation_request([], params)  # unknown parameters fail here, before any model loads
         name = model or rendered.model
         if not name:
             raise InvalidRequest(
@@ -101,107 +96,36 @@ class Prompts:
         return asyncio.run(self._generate(rendered, name, sampling, app))
 
     @property
-    def pool(self):
+    def gateway(self) -> Gateway:
+        """fmstack's engines and trace writer on this store, made on first use."""
         with self._lock:
-            if self._pool is None:
-                from fmstack.engines.pool import EnginePool
-                from fmstack.core.registry import Registry
-
-                self._pool = EnginePool(Registry(self.settings), self.settings)
-            return self._pool
-
-    @property
-    def writer(self):
-        with self._lock:
-            if self._writer is None:
-                from fmstack.core.store.traces import TraceWriter
-
-                self._writer = TraceWriter(self.store.sessions)
-            return self._writer
+            if self._gateway is None:
+                self._gateway = Gateway(self.settings, self.store.sessions)
+            return self._gateway
 
     def close(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-        if self._pool is not None:
-            self._pool.close()
+        if self._gateway is not None:
+            self._gateway.close()
 
     async def _generate(self, rendered: Rendered, model: str, sampling: dict, app: str | None) -> Completion:
-        from fmstack.engines.base import Delta, Finish, GenerationRequest
-        from fmstack.core.store.schema import utcnow
-
         prompt = rendered.prompt
-        trace_id = f"chatcmpl-{uuid.uuid4().hex}"
-        request = {"model": model, "messages": rendered.messages, **sampling}
-        request |= {"prompt_ref": prompt.label, "variables": rendered.variables}
-        row: dict[str, Any] = dict(
-            id=trace_id,
-            created_at=utcnow(),
-            endpoint="prompts.complete",
-            model=model[:200],
-            app=app[:200] if app else None,
-            request=request,
-            prompt_name=prompt.name,
-            prompt_version=str(prompt.version),
-            prompt_tokens=0,
-            completion_tokens=0,
-            cost=0.0,
+        recorded = {"messages": rendered.messages, **sampling, "prompt_ref": prompt.label}
+        context = CallContext(app=app, prompt_name=prompt.name, prompt_version=str(prompt.version))
+        request = generation_request(rendered.messages, sampling)
+        answer = await self.gateway.complete(
+            model, request, context, "prompts.complete", recorded | {"variables": rendered.variables}
         )
-        t0 = time.perf_counter()
-        first = None
-        parts: list[str] = []
-        finish = None
-        try:
-            spec = self.pool.registry.get(model)
-            row["engine"] = spec.engine
-            engine = await asyncio.to_thread(self.pool.chat, model)
-            stop = sampling.get("stop")
-            generation = GenerationRequest(
-                messages=rendered.messages,
-                **{k: v for k, v in sampling.items() if k != "stop"},
-                stop=[stop] if isinstance(stop, str) else list(stop or []),
-            )
-            prepared = engine.prepare(generation)
-            row["prompt_tokens"] = prepared.prompt_tokens
-            async for event in engine.stream(prepared):
-                if isinstance(event, Delta):
-                    first = first or time.perf_counter()
-                    parts.append(event.text)
-                    row["completion_tokens"] += event.tokens
-                elif isinstance(event, Finish):
-                    finish = event
-        except Exception as exc:
-            status = exc.status if isinstance(exc, FmstackError) else 500
-            message = exc.message if isinstance(exc, FmstackError) else f"{type(exc).__name__}: {exc}"
-            row.update(status="error", status_code=status, error=message)
-            self._write(row, t0, first, parts)
-            raise
-        if finish is not None:
-            row.update(prompt_tokens=finish.prompt_tokens, completion_tokens=finish.completion_tokens)
-        row.update(status="ok", status_code=200, finish_reason=finish.reason if finish else None)
-        row["cost"] = spec.cost(row["prompt_tokens"], row["completion_tokens"])
-        self._write(row, t0, first, parts)
+        self.gateway.writer.flush()  # committed before `complete` returns
         return Completion(
-            "".join(parts),
-            trace_id,
+            answer.text,
+            answer.trace_id,
             model,
             prompt.label,
-            row["finish_reason"],
-            row["prompt_tokens"],
-            row["completion_tokens"],
-            row["latency_ms"],
+            answer.finish_reason,
+            answer.prompt_tokens,
+            answer.completion_tokens,
+            answer.latency_ms,
         )
-
-    def _write(self, row: dict, t0: float, first: float | None, parts: list[str]) -> None:
-        """The same trace row the server writes; committed before `complete` returns."""
-        now = time.perf_counter()
-        row["latency_ms"] = (now - t0) * 1000
-        row["response_text"] = "".join(parts) if parts else None
-        if first is not None:
-            row["ttft_ms"] = (first - t0) * 1000
-            if row["completion_tokens"] > 1 and now > first:
-                row["tokens_per_s"] = (row["completion_tokens"] - 1) / (now - first)
-        self.writer.write(row)
-        self.writer.flush()
 
 
 def _complete_remote(

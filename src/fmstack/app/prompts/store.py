@@ -223,9 +223,12 @@ class PromptStore:
         with self.sessions() as s:
             return self._latest(s, name) is not None
 
-    def trace_filter(self, text: str) -> tuple[str, int | None]:
-        """(name, version) to filter traces by: `name` keeps every version of it; `name@3`, `name@v3`,
-        `name@latest` and `name@production` keep the one version they name now."""
+    def trace_filter(self, text: str | None) -> tuple[str | None, int | None]:
+        """(name, version) to filter traces by, as `list_traces(prompt_name=, prompt_version=)` take them: `name`
+        keeps every version of it; `name@3`, `name@v3`, `name@latest` and `name@production` keep the one version
+        they name now; None keeps every trace."""
+        if text is None:
+            return None, None
         ref = parse_ref(text)
         if "@" not in text:
             return ref.name, None

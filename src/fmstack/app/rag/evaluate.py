@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from fmstack.app.rag.answer import MIN_SIMILARITY, ground
@@ -52,6 +52,70 @@ class QuestionResult:
     answer_rank: int | None  # of the first chunk that states the reference answer
     top_similarity: float | None
     sources: list[str] = field(default_factory=list)
+
+
+@dataclass
+class RetrievalEval:
+    """Recall@k and MRR@k against each question's document (and passage, with a reference answer), and how the
+    similarity threshold separates answerable from unanswerable questions. `to_dict()` is the JSON that
+    `rag eval -o` writes; the questions asked and their hits are kept to write eval-suite cases from."""
+
+    collection: str
+    questions: int  # answerable ones
+    unanswerable_questions: int
+    k: int
+    rerank: str
+    mode: str
+    recall: dict[str, float]  # "@1", "@3"… (depths up to k)
+    mrr: float
+    answer_recall: dict[str, float]  # passage level; empty when no question has a reference
+    answer_mrr: float | None
+    threshold: float
+    answered_when_answerable: float
+    idk_when_unanswerable: float | None
+    top_similarity: dict[str, list[float]]
+    results: list[QuestionResult]
+    asked: list[Question] = field(repr=False)
+    hits: dict[str, list[Hit]] = field(repr=False)  # by question id
+
+    def to_dict(self) -> dict:
+        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("asked", "hits")}
+        return data | {"results": [asdict(r) for r in self.results]}
+
+    def missed(self) -> list[QuestionResult]:
+        """Answerable questions whose document is not in the top k."""
+        return [r for r in self.results if r.answerable and r.rank is None]
+
+    def write(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.to_dict(), indent=2))
+
+    def cases(self, top_k: int = 5) -> list[dict]:
+        """Eval-suite cases (JSONL rows for `include: [{file: ...}]`): the grounded messages the model would get,
+        the retrieved passages as `context` (for faithfulness and context recall) and the reference."""
+        rows = []
+        for q in self.asked:
+            if not q.answerable:
+                continue
+            grounding = ground([{"role": "user", "content": q.question}], self.hits[q.id][:top_k])
+            rows.append(
+                {
+                    "id": q.id,
+                    "messages": grounding.messages,
+                    "context": [s["text"] for s in grounding.sources],
+                    "reference": q.reference,
+                    "vars": {"question": q.question},
+                    "metadata": {"title": q.title, "sources": [s["source"] for s in grounding.sources]},
+                }
+            )
+        return rows
+
+    def write_cases(self, path: Path, top_k: int = 5) -> int:
+        """`cases(top_k)` as JSONL; returns how many were written."""
+        rows = self.cases(top_k)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+        return len(rows)
 
 
 def load_questions(path: Path) -> list[Question]:
@@ -95,7 +159,7 @@ def load_questions(path: Path) -> list[Question]:
 
 def evaluate(
     rag, collection: str, questions: list[Question], k: int = 10, rerank: str | None = None, mode: str = "hybrid"
-) -> dict:
+) -> RetrievalEval:
     """Run every question through retrieval; recall@k (a relevant chunk in the top k), MRR@k, and how the
     similarity threshold separates answerable from unanswerable questions."""
     results: list[QuestionResult] = []
@@ -122,55 +186,34 @@ def evaluate(
     unanswerable = [r for r in results if not r.answerable]
     with_ref = [r for r, q in zip(results, questions, strict=True) if q.answerable and q.reference]
     n = len(answerable) or 1
-    summary = {
-        "collection": collection,
-        "questions": len(answerable),
-        "unanswerable_questions": len(unanswerable),
-        "k": k,
-        "rerank": rerank or "none",
-        "mode": mode,
-        "recall": {f"@{c}": sum(r.rank is not None and r.rank <= c for r in answerable) / n for c in KS if c <= k},
-        "mrr": sum(1 / r.rank for r in answerable if r.rank) / n,
+    return RetrievalEval(
+        collection=collection,
+        questions=len(answerable),
+        unanswerable_questions=len(unanswerable),
+        k=k,
+        rerank=rerank or "none",
+        mode=mode,
+        recall={f"@{c}": sum(r.rank is not None and r.rank <= c for r in answerable) / n for c in KS if c <= k},
+        mrr=sum(1 / r.rank for r in answerable if r.rank) / n,
         # passage level: a chunk of the right document that states the reference answer
-        "answer_recall": {
+        answer_recall={
             f"@{c}": sum(r.answer_rank is not None and r.answer_rank <= c for r in with_ref) / len(with_ref)
             for c in KS
             if c <= k and with_ref
         },
-        "answer_mrr": sum(1 / r.answer_rank for r in with_ref if r.answer_rank) / len(with_ref) if with_ref else None,
-        "threshold": MIN_SIMILARITY,
-        "answered_when_answerable": sum((r.top_similarity or 0) >= MIN_SIMILARITY for r in answerable) / n,
-        "idk_when_unanswerable": (
+        answer_mrr=sum(1 / r.answer_rank for r in with_ref if r.answer_rank) / len(with_ref) if with_ref else None,
+        threshold=MIN_SIMILARITY,
+        answered_when_answerable=sum((r.top_similarity or 0) >= MIN_SIMILARITY for r in answerable) / n,
+        idk_when_unanswerable=(
             sum((r.top_similarity or 0) < MIN_SIMILARITY for r in unanswerable) / len(unanswerable)
             if unanswerable
             else None
         ),
-        "top_similarity": {
+        top_similarity={
             "answerable": sorted(r.top_similarity or 0 for r in answerable),
             "unanswerable": sorted(r.top_similarity or 0 for r in unanswerable),
         },
-        "results": [r.__dict__ for r in results],
-    }
-    summary["_hits"] = hits_by_question
-    return summary
-
-
-def eval_cases(questions: list[Question], hits_by_question: dict[str, list[Hit]], top_k: int = 5) -> list[dict]:
-    """Eval-suite cases (JSONL rows for `include: [{file: ...}]`): the grounded messages the model would get, the
-    retrieved passages as `context` (for faithfulness and context recall) and the reference."""
-    rows = []
-    for q in questions:
-        if not q.answerable:
-            continue
-        grounding = ground([{"role": "user", "content": q.question}], hits_by_question[q.id][:top_k])
-        rows.append(
-            {
-                "id": q.id,
-                "messages": grounding.messages,
-                "context": [s["text"] for s in grounding.sources],
-                "reference": q.reference,
-                "vars": {"question": q.question},
-                "metadata": {"title": q.title, "sources": [s["source"] for s in grounding.sources]},
-            }
-        )
-    return rows
+        results=results,
+        asked=questions,
+        hits=hits_by_question,
+    )

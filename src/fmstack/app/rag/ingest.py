@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
 
 from fmstack.app.rag.chunking import Chunk, ChunkConfig, chunk_document
 from fmstack.app.rag.collections import get_or_create
@@ -65,6 +66,37 @@ class _FileWork:
     meta: dict
     chunks: list[Chunk]
     existing: RagDocument | None
+
+
+@dataclass
+class _Embeddings:
+    """Where a new chunk's embedding comes from: just embedded (`fresh`), or an identical text's stored one."""
+
+    fresh: dict[str, bytes]
+    reuse: dict[str, bytes]
+
+    def of(self, sha: str) -> bytes:
+        return self.fresh.get(sha) or self.reuse[sha]
+
+
+@dataclass
+class _IndexChanges:
+    """What a batch added to and deleted from the store, for the vector index once the batch is committed."""
+
+    added: list[int] = field(default_factory=list)
+    vectors: list[bytes] = field(default_factory=list)
+    removed: list[int] = field(default_factory=list)
+
+    def add(self, rows: list[RagChunk]) -> None:
+        self.added += [r.id for r in rows]
+        self.vectors += [r.embedding for r in rows]
+
+    def apply(self, index: Index) -> None:
+        if self.removed:
+            index.remove(np.array(self.removed, dtype=np.int64))
+        if self.added:
+            matrix = np.frombuffer(b"".join(self.vectors), dtype=np.float32).reshape(len(self.added), -1)
+            index.add(np.array(self.added, dtype=np.int64), matrix)
 
 
 def walk(path: Path) -> Iterator[Path]:
@@ -176,98 +208,45 @@ class Ingestor:
 
     def _commit(self, cid: int, pending: list[_FileWork], index: Index, report: IngestReport) -> None:
         """Embed what is new in these files, then store them in one transaction and update the index."""
-        sessions = self.rag.sessions
-        with sessions() as s:
-            doc_ids = [w.existing.id for w in pending if w.existing is not None]
-            old: dict[int, dict[str, int]] = {}
-            if doc_ids:
-                for cid_, doc, sha in s.execute(
-                    select(RagChunk.id, RagChunk.document_id, RagChunk.sha256).where(RagChunk.document_id.in_(doc_ids))
-                ):
-                    old.setdefault(doc, {})[sha] = cid_
-            wanted = {c.sha256 for w in pending for c in w.chunks}
-            reuse: dict[str, bytes] = {}
-            shas = list(wanted)
-            for i in range(0, len(shas), 500):
-                rows = s.execute(
-                    select(RagChunk.sha256, RagChunk.embedding).where(
-                        RagChunk.collection_id == cid, RagChunk.sha256.in_(shas[i : i + 500])
-                    )
-                )
-                for sha, blob in rows:
-                    reuse.setdefault(sha, blob)
-        new_texts: dict[str, str] = {}
-        for w in pending:
-            kept = old.get(w.existing.id, {}) if w.existing else {}
-            for c in w.chunks:
-                if c.sha256 not in kept and c.sha256 not in reuse:
-                    new_texts.setdefault(c.sha256, c.embed_text)
-        vectors: dict[str, bytes] = {}
-        if new_texts:
-            t0 = time.perf_counter()
-            embedded = self.rag.embed(list(new_texts.values()))
-            report.embed_seconds += time.perf_counter() - t0
-            report.chunks_embedded += len(new_texts)
-            vectors = {sha: v.astype(np.float32).tobytes() for sha, v in zip(new_texts, embedded, strict=True)}
-        added_ids: list[int] = []
-        added_vectors: list[bytes] = []
-        removed_ids: list[int] = []
-        with sessions.begin() as s:
+        with self.rag.sessions() as s:
+            stored = _stored_chunks(s, [w.existing.id for w in pending if w.existing is not None])
+            reuse = _embeddings_by_hash(s, cid, {c.sha256 for w in pending for c in w.chunks})
+        embeddings = _Embeddings(self._embed(_texts_to_embed(pending, stored, reuse), report), reuse)
+        changes = _IndexChanges()
+        with self.rag.sessions.begin() as s:
             for w in pending:
-                now = utcnow()
-                if w.existing is None:
-                    doc = RagDocument(collection_id=cid, path=str(w.path), created_at=now)
-                    s.add(doc)
-                    report.added += 1
-                else:
-                    doc = s.get(RagDocument, w.existing.id)
-                    report.updated += 1
-                doc.root = w.root
-                doc.source, doc.format, doc.sha256, doc.size = w.source, w.fmt, w.sha256, w.size
-                doc.chunking, doc.title, doc.meta, doc.updated_at = self.config.key, w.title, w.meta, now
-                s.flush()
-                kept = old.get(doc.id, {})
-                current = {c.sha256 for c in w.chunks}
-                gone = [chunk_id for sha, chunk_id in kept.items() if sha not in current]
-                if gone:
-                    s.execute(delete(RagChunk).where(RagChunk.id.in_(gone)))
-                    removed_ids += gone
-                    report.chunks_removed += len(gone)
-                rows = []
-                for ordinal, c in enumerate(w.chunks):
-                    fields = dict(
-                        ordinal=ordinal,
-                        text=c.text,
-                        heading=c.heading_text,
-                        char_start=c.start,
-                        char_end=c.end,
-                        page=c.page,
-                        page_end=c.page_end,
-                        line=c.line,
-                        tokens=c.tokens,
-                        meta=c.meta,
-                    )
-                    if c.sha256 in kept:
-                        s.execute(RagChunk.__table__.update().where(RagChunk.id == kept[c.sha256]).values(**fields))
-                        report.chunks_kept += 1
-                        continue
-                    if c.sha256 not in vectors:
-                        report.chunks_reused += 1
-                    blob = vectors.get(c.sha256) or reuse[c.sha256]
-                    rows.append(
-                        RagChunk(collection_id=cid, document_id=doc.id, sha256=c.sha256, embedding=blob, **fields)
-                    )
-                s.add_all(rows)
-                s.flush()
-                added_ids += [r.id for r in rows]
-                added_vectors += [r.embedding for r in rows]
-                report.chunks_added += len(rows)
+                doc = self._store_document(s, cid, w, report)
+                kept = stored.get(doc.id, {})
+                changes.removed += _delete_gone_chunks(s, w.chunks, kept, report)
+                changes.add(_store_chunks(s, doc, w.chunks, kept, embeddings, report))
             s.get(RagCollection, cid).generation += 1
-        if removed_ids:
-            index.remove(np.array(removed_ids, dtype=np.int64))
-        if added_ids:
-            matrix = np.frombuffer(b"".join(added_vectors), dtype=np.float32).reshape(len(added_ids), -1)
-            index.add(np.array(added_ids, dtype=np.int64), matrix)
+        changes.apply(index)
+
+    def _embed(self, texts: dict[str, str], report: IngestReport) -> dict[str, bytes]:
+        """Embeddings of chunk texts by chunk hash, as stored (float32 bytes)."""
+        if not texts:
+            return {}
+        started = time.perf_counter()
+        vectors = self.rag.embed(list(texts.values()))
+        report.embed_seconds += time.perf_counter() - started
+        report.chunks_embedded += len(texts)
+        return {sha: v.astype(np.float32).tobytes() for sha, v in zip(texts, vectors, strict=True)}
+
+    def _store_document(self, s: Session, cid: int, w: _FileWork, report: IngestReport) -> RagDocument:
+        """The file's document row, added or updated to this version of the file, with its id assigned."""
+        now = utcnow()
+        if w.existing is None:
+            doc = RagDocument(collection_id=cid, path=str(w.path), created_at=now)
+            s.add(doc)
+            report.added += 1
+        else:
+            doc = s.get(RagDocument, w.existing.id)
+            report.updated += 1
+        doc.root = w.root
+        doc.source, doc.format, doc.sha256, doc.size = w.source, w.fmt, w.sha256, w.size
+        doc.chunking, doc.title, doc.meta, doc.updated_at = self.config.key, w.title, w.meta, now
+        s.flush()
+        return doc
 
     def _remove(self, cid: int, docs: list[RagDocument], index: Index, report: IngestReport) -> None:
         with self.rag.sessions.begin() as s:
@@ -280,3 +259,103 @@ class Ingestor:
         report.chunks_removed += len(chunk_ids)
         if chunk_ids:
             index.remove(np.array(chunk_ids, dtype=np.int64))
+
+
+def _stored_chunks(s: Session, doc_ids: list[int]) -> dict[int, dict[str, int]]:
+    """The chunks these documents have now: document id -> chunk hash -> chunk id."""
+    stored: dict[int, dict[str, int]] = {}
+    if doc_ids:
+        rows = s.execute(
+            select(RagChunk.id, RagChunk.document_id, RagChunk.sha256).where(RagChunk.document_id.in_(doc_ids))
+        )
+        for chunk_id, doc_id, sha in rows:
+            stored.setdefault(doc_id, {})[sha] = chunk_id
+    return stored
+
+
+def _embeddings_by_hash(s: Session, cid: int, shas: set[str]) -> dict[str, bytes]:
+    """Embeddings the collection already has for these chunk texts (in any document), by chunk hash."""
+    found: dict[str, bytes] = {}
+    wanted = list(shas)
+    for i in range(0, len(wanted), 500):
+        rows = s.execute(
+            select(RagChunk.sha256, RagChunk.embedding).where(
+                RagChunk.collection_id == cid, RagChunk.sha256.in_(wanted[i : i + 500])
+            )
+        )
+        for sha, blob in rows:
+            found.setdefault(sha, blob)
+    return found
+
+
+def _texts_to_embed(
+    pending: list[_FileWork], stored: dict[int, dict[str, int]], reuse: dict[str, bytes]
+) -> dict[str, str]:
+    """The texts to embed, by chunk hash: chunks neither kept in their document nor found elsewhere."""
+    texts: dict[str, str] = {}
+    for w in pending:
+        kept = stored.get(w.existing.id, {}) if w.existing else {}
+        for c in w.chunks:
+            if c.sha256 not in kept and c.sha256 not in reuse:
+                texts.setdefault(c.sha256, c.embed_text)
+    return texts
+
+
+def _delete_gone_chunks(s: Session, chunks: list[Chunk], kept: dict[str, int], report: IngestReport) -> list[int]:
+    """Delete the document's chunks that this version of the file no longer has; their ids."""
+    current = {c.sha256 for c in chunks}
+    gone = [chunk_id for sha, chunk_id in kept.items() if sha not in current]
+    if gone:
+        s.execute(delete(RagChunk).where(RagChunk.id.in_(gone)))
+        report.chunks_removed += len(gone)
+    return gone
+
+
+def _store_chunks(
+    s: Session,
+    doc: RagDocument,
+    chunks: list[Chunk],
+    kept: dict[str, int],
+    embeddings: _Embeddings,
+    report: IngestReport,
+) -> list[RagChunk]:
+    """Update the chunks the document keeps (their place in it may have moved) and add the new ones; the added rows,
+    with their ids."""
+    rows = []
+    for ordinal, c in enumerate(chunks):
+        fields = _chunk_fields(ordinal, c)
+        if c.sha256 in kept:
+            s.execute(RagChunk.__table__.update().where(RagChunk.id == kept[c.sha256]).values(**fields))
+            report.chunks_kept += 1
+            continue
+        if c.sha256 not in embeddings.fresh:
+            report.chunks_reused += 1
+        rows.append(
+            RagChunk(
+                collection_id=doc.collection_id,
+                document_id=doc.id,
+                sha256=c.sha256,
+                embedding=embeddings.of(c.sha256),
+                **fields,
+            )
+        )
+    s.add_all(rows)
+    s.flush()
+    report.chunks_added += len(rows)
+    return rows
+
+
+def _chunk_fields(ordinal: int, c: Chunk) -> dict:
+    """A chunk row's columns that say where the chunk is and what it holds (all but its identity and embedding)."""
+    return dict(
+        ordinal=ordinal,
+        text=c.text,
+        heading=c.heading_text,
+        char_start=c.start,
+        char_end=c.end,
+        page=c.page,
+        page_end=c.page_end,
+        line=c.line,
+        tokens=c.tokens,
+        meta=c.meta,
+    )

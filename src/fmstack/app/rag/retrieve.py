@@ -20,10 +20,13 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from fmstack.app.rag.index import Index
+from fmstack.app.rag.keyword import keyword_search
 from fmstack.core.errors import InvalidRequest
 from fmstack.core.store.schema import RagChunk, RagDocument
 
 RRF_K = 60
+MODES = ("hybrid", "vector", "keyword")
 RERANKERS = ("none", "similarity", "mmr")
 MMR_LAMBDA = 0.7
 
@@ -155,3 +158,102 @@ def mmr(query_sims: np.ndarray, vectors: np.ndarray, k: int, lam: float = MMR_LA
         chosen.append(best)
         rest.remove(best)
     return chosen
+
+
+def check_search(query: str, top_k: int, mode: str) -> None:
+    """Refuse a search that cannot be answered, before any model or index is touched."""
+    if mode not in MODES:
+        raise InvalidRequest(f"mode must be hybrid, vector or keyword, not '{mode}'.", param="mode")
+    if not query or not query.strip():
+        raise InvalidRequest("The question is empty.", param="query")
+    if not 1 <= top_k <= 100:
+        raise InvalidRequest("top_k must be between 1 and 100.", param="top_k")
+
+
+def hybrid_search(
+    session: Session,
+    collection_id: int,
+    index: Index,
+    query: str,
+    vector: np.ndarray,
+    *,
+    top_k: int,
+    filters: Filters,
+    rerank: str,
+    candidates: int,
+    mode: str,
+) -> list[Hit]:
+    """The `top_k` best chunks for `query` (embedded as `vector`): `candidates` from each retriever `mode` uses,
+    fused by RRF, read back from the store (a chunk deleted since the index was saved drops out), reranked."""
+    vector_rank, keyword_rank = _candidates(session, collection_id, index, query, vector, filters, candidates)
+    rankings = {"hybrid": [vector_rank, keyword_rank], "vector": [vector_rank], "keyword": [keyword_rank]}
+    fused = rrf([list(r) for r in rankings[mode]])
+    order = sorted(fused, key=lambda i: (-fused[i], i))[:candidates]
+    rows = load_hits(session, order)
+    order = [i for i in order if i in rows]  # a stale index may name a chunk deleted since
+    if not order:
+        return []
+    matrix = np.frombuffer(b"".join(rows[i][0].embedding for i in order), np.float32).reshape(len(order), -1)
+    sims = matrix @ vector
+    picked, scores = _rerank(rerank, sims, matrix, [fused[i] for i in order], top_k)
+    return [
+        _hit(*rows[order[p]], float(sims[p]), score, vector_rank, keyword_rank)
+        for p, score in zip(picked, scores, strict=True)
+    ]
+
+
+def _candidates(
+    session: Session, collection_id: int, index: Index, query: str, vector: np.ndarray, filters: Filters, n: int
+) -> tuple[dict[int, int], dict[int, int]]:
+    """The 1-based ranks of the best `n` chunks that pass the filters, by vector and by keyword (chunk id -> rank)."""
+    documents = allowed_documents(session, collection_id, filters)
+    allowed = allowed_chunks(session, documents, filters) if documents is not None else None
+    vector_ids, _ = index.search(vector, n, allowed)
+    keyword = keyword_search(session, collection_id, query, n, documents)
+    if allowed is not None:
+        keep = set(allowed.tolist())
+        keyword = [(i, score) for i, score in keyword if i in keep]
+    vector_rank = {int(i): r for r, i in enumerate(vector_ids.tolist(), 1)}
+    keyword_rank = {i: r for r, (i, _) in enumerate(keyword, 1)}
+    return vector_rank, keyword_rank
+
+
+def _rerank(
+    rerank: str, sims: np.ndarray, matrix: np.ndarray, fused: list[float], top_k: int
+) -> tuple[list[int], list[float]]:
+    """(positions of the `top_k` candidates kept, best first, and their scores) under the reranker."""
+    if rerank == "similarity":
+        picked = list(np.argsort(-sims, kind="stable")[:top_k])
+    elif rerank == "mmr":
+        picked = mmr(sims, matrix, top_k)
+    else:
+        picked = list(range(min(top_k, len(fused))))
+        return picked, [fused[p] for p in picked]
+    return picked, [float(sims[p]) for p in picked]
+
+
+def _hit(
+    chunk: RagChunk,
+    doc: RagDocument,
+    similarity: float,
+    score: float,
+    vector_rank: dict[int, int],
+    keyword_rank: dict[int, int],
+) -> Hit:
+    return Hit(
+        chunk_id=chunk.id,
+        text=chunk.text,
+        source=doc.source,
+        title=doc.title,
+        heading=chunk.heading,
+        char_start=chunk.char_start,
+        char_end=chunk.char_end,
+        page=chunk.page,
+        page_end=chunk.page_end,
+        line=chunk.line,
+        similarity=round(similarity, 4),
+        score=round(float(score), 6),
+        vector_rank=vector_rank.get(chunk.id),
+        keyword_rank=keyword_rank.get(chunk.id),
+        meta=(doc.meta or {}) | (chunk.meta or {}),
+    )

@@ -1,4 +1,22 @@
-"""The one store: traces and feedback now; datasets, prompts and eval runs as later migrations add them."""
+"""The one store: SQLite (WAL) in the data directory, or PostgreSQL; SQLAlchemy models, Alembic migrations.
+
+`open_store(settings)` migrates it to the newest schema (`migrations/versions/`) and returns a session factory.
+Its 13 tables, in `schema`:
+
+- requests: `traces` (one row per model call, success or failure: who asked and through what — app, user, API
+  key name, stored prompt, route and variant, eval run — then the answer, tokens, latency and cost) and
+  `feedback` (a rating, a better answer or a comment on a trace);
+- evaluation: `eval_runs`, `eval_results` (a case answered by one model through one prompt, with every
+  metric's score), `eval_cache` (outputs reused when a suite runs again unchanged), `trace_scores` (metrics
+  scored on stored traces after the fact), `judge_calibrations` (a judge's agreement with human labels);
+- prompts: `prompt_versions` (immutable, numbered), `prompt_aliases` and `prompt_alias_moves` (their history);
+- RAG: `rag_collections`, `rag_documents`, `rag_chunks` (text, position and embedding), with a full-text
+  index for keyword search (the FTS5 table `rag_chunks_fts` on SQLite, a tsvector column on PostgreSQL) and,
+  on a PostgreSQL server with pgvector, a vector column.
+
+`traces` writes trace rows off the token path (`TraceWriter`) and reads traces and feedback back. Layer: part of
+`fmstack.core`; imports only `fmstack.core.config` and `fmstack.core.errors` from fmstack.
+"""
 
 from fmstack.core.store.db import open_store
 from fmstack.core.store.schema import Feedback, Trace

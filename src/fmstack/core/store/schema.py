@@ -56,6 +56,13 @@ class Trace(Base):
     status_code: Mapped[int] = mapped_column(Integer)
     error: Mapped[str | None] = mapped_column(Text)
     retrieval: Mapped[dict | None] = mapped_column(JSON)  # RAG: the collection, query and chunks the answer used
+    route: Mapped[str | None] = mapped_column(String(200), index=True)  # A/B: the public name that was asked for
+    variant: Mapped[str | None] = mapped_column(String(200))  # ... and the variant that answered
+    key_name: Mapped[str | None] = mapped_column(String(200))  # the API key's name, never the key
+    eval_run_id: Mapped[str | None] = mapped_column(String(200), index=True)  # the eval run that asked for it
+    cached_tokens: Mapped[int | None] = mapped_column(Integer)  # prompt tokens reused from the prefix cache
+    draft_tokens: Mapped[int | None] = mapped_column(Integer)  # speculative tokens proposed ...
+    accepted_tokens: Mapped[int | None] = mapped_column(Integer)  # ... and accepted
 
     feedback: Mapped[list[Feedback]] = relationship(back_populates="trace", order_by="Feedback.id")
     scores: Mapped[list[TraceScore]] = relationship(order_by="TraceScore.id")

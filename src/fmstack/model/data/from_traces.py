@@ -26,9 +26,9 @@ from pydantic import ValidationError
 from sqlalchemy.orm import sessionmaker
 
 from fmstack.core.errors import FmstackError, InvalidRequest
-from fmstack.engines.messages import Message
 from fmstack.core.store.schema import Trace
 from fmstack.core.store.traces import iter_traces
+from fmstack.engines.messages import Message
 from fmstack.model.data.stages import atomic_write_bytes
 
 FORMATS = ("sft", "dpo")

@@ -23,6 +23,7 @@ from fmstack.core.config import Settings
 from fmstack.core.errors import InvalidRequest
 from fmstack.core.registry import Registry
 from fmstack.model.train.chat_data import read_records
+from fmstack.model.train.configs import ClassifyConfig
 from fmstack.model.train.trainer_progress import quiet_libraries
 
 ENCODER = "all-minilm-l6-v2"  # the packaged sentence encoder; its folder is a plain BERT checkpoint
@@ -33,18 +34,6 @@ class Example:
     text: str
     label: str
     line: int
-
-
-@dataclass(frozen=True)
-class ClassifyConfig:
-    text_field: str = "text"
-    label_field: str = "label"
-    epochs: float = 3.0
-    eval_split: float = 0.2
-    lr: float = 5e-5
-    batch_size: int = 16
-    max_length: int = 128
-    seed: int = 0
 
 
 def load_labelled(path: Path, text_field: str = "text", label_field: str = "label") -> list[Example]:

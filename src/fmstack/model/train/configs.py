@@ -1,4 +1,7 @@
-"""Pretraining configurations: the model (a `LlamaConfig`'s fields) and the training run, as presets or a file.
+"""Training configurations: each trainer's run as one object, in a module light enough for the CLI to derive its
+flags from (no torch here).
+
+Pretraining: the model (a `LlamaConfig`'s fields) and the training run, as presets or a file.
 
 ```yaml
 model: {hidden_size: 256, num_hidden_layers: 4, num_attention_heads: 4, max_position_embeddings: 512}
@@ -8,6 +11,8 @@ train: {steps: 2000, batch_size: 16, lr: 1.0e-3, warmup: 100}
 A field a file leaves out takes the `small` preset's value, so a file says only how it differs from the
 reference run. Unknown fields are errors (with the file, line and field): a misspelt `learning_rate` must not
 silently train with the default.
+
+Fine-tuning, DPO and classification: plain dataclasses, one field per `fmstack train` flag.
 """
 
 from __future__ import annotations
@@ -184,3 +189,73 @@ def differences(saved: dict[str, Any], now: dict[str, Any], prefix: str = "") ->
         elif a != b:
             out.append(f"{prefix}{key}: {json.dumps(a)} in the checkpoint, {json.dumps(b)} now")
     return out
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """One fine-tuning run (`fmstack train finetune` derives its flags from these fields)."""
+
+    model: str
+    data: Path
+    out: Path
+    method: str = "lora"
+    eval_data: Path | None = None
+    eval_split: float = 0.1
+    epochs: int = 1
+    steps: int | None = None
+    lr: float | None = None
+    batch_size: int = 4
+    grad_accum: int = 1
+    max_length: int | None = None
+    truncate: bool = False
+    lora_r: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.05
+    target_modules: tuple[str, ...] = ("q_proj", "v_proj")
+    merge: bool = False
+    name: str | None = None
+    seed: int = 0
+
+
+DPO_DEFAULT_LR = {True: 5e-5, False: 5e-7}  # LoRA adapters move from zero; full DPO nudges every weight
+
+
+@dataclass(frozen=True)
+class DpoConfig:
+    """One DPO run (`fmstack train dpo` derives its flags from these fields)."""
+
+    model: str
+    data: Path
+    out: Path
+    eval_data: Path | None = None
+    beta: float = 0.1
+    lora: bool = True
+    epochs: float = 1.0
+    steps: int | None = None
+    lr: float | None = None
+    batch_size: int = 2
+    grad_accum: int = 1
+    max_length: int = 1024
+    lora_r: int = 8
+    lora_alpha: int = 16
+    target_modules: tuple[str, ...] = ("q_proj", "v_proj")
+    name: str | None = None
+    seed: int = 0
+
+    @property
+    def learning_rate(self) -> float:
+        return self.lr if self.lr is not None else DPO_DEFAULT_LR[self.lora]
+
+
+@dataclass(frozen=True)
+class ClassifyConfig:
+    """One classifier training run (`fmstack train classify` derives its flags from these fields)."""
+
+    text_field: str = "text"
+    label_field: str = "label"
+    epochs: float = 3.0
+    eval_split: float = 0.2
+    lr: float = 5e-5
+    batch_size: int = 16
+    max_length: int = 128
+    seed: int = 0

@@ -20,7 +20,7 @@ import shutil
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -30,39 +30,12 @@ from fmstack.core.sources import Progress
 from fmstack.model.train import memory
 from fmstack.model.train.base_model import resolve_checkpoint
 from fmstack.model.train.chat_data import ConversationalPair, PreferenceRecord, load_preferences
+from fmstack.model.train.configs import DpoConfig
 from fmstack.model.train.trainer_progress import quiet_libraries
 
 MEMORY_ADVICE = "Lower --batch-size (raise --grad-accum to keep the effective batch) or --max-length, or keep LoRA on."
-DEFAULT_LR = {True: 5e-5, False: 5e-7}  # LoRA adapters move from zero; full DPO nudges every weight
 Preparing = Callable[[str], AbstractContextManager[Progress | None]]
 METRICS = ("loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies")
-
-
-@dataclass(frozen=True)
-class DpoConfig:
-    """One DPO run; the CLI flags map one to one."""
-
-    model: str
-    data: Path
-    out: Path
-    eval_data: Path | None = None
-    beta: float = 0.1
-    lora: bool = True
-    epochs: float = 1.0
-    steps: int | None = None
-    lr: float | None = None
-    batch_size: int = 2
-    grad_accum: int = 1
-    max_length: int = 1024
-    lora_r: int = 8
-    lora_alpha: int = 16
-    target_modules: tuple[str, ...] = ("q_proj", "v_proj")
-    name: str | None = None
-    seed: int = 0
-
-    @property
-    def learning_rate(self) -> float:
-        return self.lr if self.lr is not None else DEFAULT_LR[self.lora]
 
 
 def train_dpo(config: DpoConfig, settings: Settings, callbacks=(), preparing: Preparing | None = None) -> dict:

@@ -35,6 +35,7 @@ from fmstack.core.errors import InvalidRequest
 from fmstack.model.train import memory
 from fmstack.model.train.base_model import resolve_checkpoint
 from fmstack.model.train.chat_data import SftRecord, load_sft
+from fmstack.model.train.configs import FinetuneConfig
 from fmstack.model.train.trainer_progress import quiet_libraries
 
 METHODS = ("lora", "full")
@@ -48,32 +49,6 @@ MEMORY_ADVICE = (
 
 # stage, done, total (None: unknown), last training loss (None outside training)
 Progress = Callable[[str, int, int | None, float | None], None]
-
-
-@dataclass(frozen=True)
-class FinetuneConfig:
-    """One fine-tuning run; the CLI flags map one to one."""
-
-    model: str
-    data: Path
-    out: Path
-    method: str = "lora"
-    eval_data: Path | None = None
-    eval_split: float = 0.1
-    epochs: int = 1
-    steps: int | None = None
-    lr: float | None = None
-    batch_size: int = 4
-    grad_accum: int = 1
-    max_length: int | None = None
-    truncate: bool = False
-    lora_r: int = 8
-    lora_alpha: int = 16
-    lora_dropout: float = 0.05
-    target_modules: tuple[str, ...] = ("q_proj", "v_proj")
-    merge: bool = False
-    name: str | None = None
-    seed: int = 0
 
 
 @dataclass

@@ -129,14 +129,12 @@ def metric_names() -> list[str]:
 
 
 def metric_classes() -> dict[str, type[Metric]]:
-    _load_builtins()
     return dict(_REGISTRY)
 
 
 def get_metric(name: str, params: dict[str, Any] | None = None) -> Metric:
     """A configured metric by registry name, or by `module:Class` for a user's own. Raises KeyError if unknown,
     pydantic.ValidationError if its parameters are wrong."""
-    _load_builtins()
     if name in _REGISTRY:
         cls = _REGISTRY[name]
     elif ":" in name:
@@ -148,7 +146,3 @@ def get_metric(name: str, params: dict[str, Any] | None = None) -> Metric:
     else:
         raise KeyError(name)
     return cls(**(params or {}))
-
-
-def _load_builtins() -> None:
-    from fmstack.app.eval.metrics import builtin  # noqa: F401  (registers on import)

@@ -11,12 +11,15 @@ import re
 import string
 from collections import Counter
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 from pydantic import Field
-from rouge_score import rouge_scorer
 from sacrebleu.metrics import BLEU, CHRF
 
 from fmstack.app.eval.metrics.base import Case, Metric, MetricContext, Output, Score, register
+
+if TYPE_CHECKING:
+    from rouge_score.rouge_scorer import RougeScorer
 
 NO_REFERENCE = "case has no reference"
 
@@ -68,8 +71,11 @@ class TokenF1(_ReferenceMetric):
 
 
 @lru_cache(maxsize=4)
-def _rouge_scorer(use_stemmer: bool) -> rouge_scorer.RougeScorer:
-    return rouge_scorer.RougeScorer(["rougeL"], use_stemmer=use_stemmer)
+def _rouge_scorer(use_stemmer: bool) -> RougeScorer:
+    # Imported here: rouge-score loads nltk and scipy (seconds), and importing this package registers every metric.
+    from rouge_score.rouge_scorer import RougeScorer
+
+    return RougeScorer(["rougeL"], use_stemmer=use_stemmer)
 
 
 @register("rouge_l")

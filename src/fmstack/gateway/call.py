@@ -1,7 +1,7 @@
-"""One request's life: what it asked, what came back, how long it took. It ends as a trace row and metrics.
+"""One call's life: what it asked, what came back, how long it took. It ends as a trace row and metrics.
 
-Every request builds a `Call`; whatever happens (success, user error, engine error, client gone, timeout) the
-call is closed exactly once and handed to the trace writer, so the traces table matches the requests sent.
+Every call builds a `Call`; whatever happens (success, user error, engine error, client gone, timeout) it is
+closed exactly once and handed to the trace writer, so the traces table matches the calls made.
 """
 
 from __future__ import annotations
@@ -11,20 +11,40 @@ import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
-from fmstack.engines.base import Delta, Event, Finish, Prepared
 from fmstack.core.errors import FmstackError, RequestTimeout
 from fmstack.core.registry import ModelSpec
 from fmstack.core.store.schema import utcnow
+from fmstack.engines.base import Delta, Event, Finish, Prepared
 
 if TYPE_CHECKING:
-    from fmstack.server.app import Services
+    from fmstack.gateway.service import Gateway
+
+
+@dataclass(frozen=True)
+class CallContext:
+    """Who asked and through what, recorded on the trace: the fields every caller may know."""
+
+    app: str | None = None
+    user: str | None = None  # default: the request's `user` field
+    prompt_name: str | None = None
+    prompt_version: str | None = None
+    route: str | None = None
+    variant: str | None = None
+    key_name: str | None = None
+    eval_run_id: str | None = None
+
+    def columns(self) -> dict:
+        return {k: v[:200] for k, v in asdict(self).items() if v is not None}  # column widths: PostgreSQL enforces
 
 
 class Call:
-    def __init__(self, services: Services, endpoint: str, prefix: str, params: dict | None, app: str | None):
-        self.services = services
+    def __init__(
+        self, gateway: Gateway, endpoint: str, prefix: str, params: dict | None, context: CallContext | None = None
+    ):
+        self.gateway = gateway
         self.id = f"{prefix}-{uuid.uuid4().hex}"
         self.created = int(time.time())
         self._t0 = time.perf_counter()
@@ -38,18 +58,17 @@ class Call:
             created_at=utcnow(),
             endpoint=endpoint[:64],
             model=_text_field(params, "model"),
-            app=app[:200] if app else None,
             user=_text_field(params, "user"),
             request=params,
             prompt_tokens=0,
             completion_tokens=0,
             cost=0.0,
-        )
+        ) | (context or CallContext()).columns()
 
     def use(self, spec: ModelSpec) -> None:
         self.spec = spec
         self.row.update(model=spec.name, engine=spec.engine)
-        self.services.metrics.in_flight.labels(spec.name).inc()
+        self.gateway.metrics.in_flight.labels(spec.name).inc()
 
     @property
     def text(self) -> str:
@@ -68,6 +87,13 @@ class Call:
             finish_reason=finish_reason,
         )
         self.close()
+
+    def finished(self, finish: Finish) -> None:
+        """The engine's own count of the tokens, and what its optimisations saved (prefix cache, speculation)."""
+        for name in ("cached_tokens", "draft_tokens", "accepted_tokens"):
+            if (value := getattr(finish, name, None)) is not None:
+                self.row[name] = value
+        self.ok(finish.prompt_tokens, finish.completion_tokens, finish.reason)
 
     def fail(self, exc: BaseException) -> None:
         if isinstance(exc, FmstackError):
@@ -97,10 +123,10 @@ class Call:
             decode_s = now - self._first
             if row["completion_tokens"] > 1 and decode_s > 0:
                 row["tokens_per_s"] = (row["completion_tokens"] - 1) / decode_s
-        self.services.writer.write(row)
-        self.services.metrics.observe(row)
+        self.gateway.writer.write(row)
+        self.gateway.metrics.observe(row)
         if self.spec is not None:
-            self.services.metrics.in_flight.labels(self.spec.name).dec()
+            self.gateway.metrics.in_flight.labels(self.spec.name).dec()
 
     async def run(self, events: AsyncIterator[Event], timeout: float) -> AsyncIterator[Delta]:
         """Relay an engine's stream, timing it; closing this generator stops the engine's generation."""
@@ -131,7 +157,7 @@ class Call:
         if self.finish is None:
             self.cancel()
         else:
-            self.ok(self.finish.prompt_tokens, self.finish.completion_tokens, self.finish.reason)
+            self.finished(self.finish)
 
 
 def _text_field(params: dict | None, key: str) -> str | None:

@@ -1,0 +1,41 @@
+"""Turns on the CPU for every local engine in the process.
+
+Each llama.cpp context and the torch engines are built to use all cores. When two of them compute at once on a
+small machine their threads oversubscribe the cores, and llama.cpp's workers wait for each other in spinning
+barriers, so both run slower than if they took turns. Engines therefore take one process-wide turn per decode
+step (a step is tens of milliseconds): a lone model keeps every core, two models busy at once alternate step by
+step, and callers (the eval runner, say) no longer need a lock of their own to keep models apart.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+
+class ComputeTurns:
+    """A first-come, first-served lock: a thread that releases and asks again queues behind the waiters, so a
+    busy model cannot starve another one (a plain `threading.Lock` gives no such promise)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._next_ticket = 0
+        self._serving = 0
+
+    @contextmanager
+    def turn(self) -> Iterator[None]:
+        with self._cond:
+            ticket = self._next_ticket
+            self._next_ticket += 1
+            while self._serving != ticket:
+                self._cond.wait()
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._serving += 1
+                self._cond.notify_all()
+
+
+COMPUTE = ComputeTurns()
