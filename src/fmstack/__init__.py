@@ -6,8 +6,8 @@ runs it):
 
     cli       the `fmstack` command (and the terminal chat)
     server    the HTTP server: OpenAI-compatible API, web UI, metrics
-    app       prompts, RAG, evaluation              model   data pipelines, training, export (app and model
-                                                            never import each other)
+    app       prompts, RAG, evaluation            } side by side:
+    model     data pipelines, training, export    } neither imports the other
     gateway   the one traced path from a model name to an answer
     engines   models behind one small interface (llama.cpp, transformers, remote, embeddings)
     core      settings, errors, registry, sources, the store, Prometheus metrics, file helpers

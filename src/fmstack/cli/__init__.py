@@ -80,7 +80,10 @@ def up(
         ("Metrics", f"{base}/metrics"),
     ):
         console.print(f"  {label:<8} {url}", soft_wrap=True, highlight=False)
-    uvicorn.run(application, host=host, port=port, log_level="warning")
+    # SIGTERM: stop accepting, let in-flight answers finish (up to FMSTACK_DRAIN_TIMEOUT), then commit every trace
+    uvicorn.run(
+        application, host=host, port=port, log_level="warning", timeout_graceful_shutdown=settings.drain_timeout
+    )
 
 
 models_app = command_group("List, convert and export models.\n\nExample: fmstack models", invoke_without_command=True)

@@ -29,6 +29,7 @@ class Settings:
     embedding_model: str = field(default_factory=lambda: os.environ.get("FMSTACK_EMBEDDING_MODEL", "all-minilm-l6-v2"))
     queue_size: int = field(default_factory=lambda: _env_int("FMSTACK_QUEUE_SIZE", 16))
     request_timeout: float = field(default_factory=lambda: _env_float("FMSTACK_REQUEST_TIMEOUT", 300.0))
+    drain_timeout: float = field(default_factory=lambda: _env_float("FMSTACK_DRAIN_TIMEOUT", 30.0))
     max_body_bytes: int = field(default_factory=lambda: _env_int("FMSTACK_MAX_BODY_BYTES", 4 * 1024 * 1024))
     threads: int = field(default_factory=lambda: _env_int("FMSTACK_THREADS", os.cpu_count() or 2))
     # llama.cpp models: sequences decoded together, the KV cells they share, prompt-lookup speculation default

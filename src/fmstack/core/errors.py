@@ -8,6 +8,7 @@ class FmstackError(Exception):
 
     status = 400
     type = "invalid_request_error"
+    retry_after: int | None = None  # seconds; every 429 and 503 tells the client when to come back (default 1)
 
     def __init__(self, message: str, *, param: str | None = None, code: str | None = None):
         super().__init__(message)
@@ -17,6 +18,11 @@ class FmstackError(Exception):
 
     def to_body(self) -> dict:
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+    def headers(self) -> dict[str, str] | None:
+        if self.status in (429, 503):
+            return {"Retry-After": str(self.retry_after or 1)}
+        return None
 
 
 class InvalidRequest(FmstackError):

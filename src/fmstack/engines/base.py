@@ -59,6 +59,7 @@ class Delta:
     text: str
     logprobs: list[tuple[TopLogprob, list[TopLogprob]]] = field(default_factory=list)
     tokens: int = 1  # generated tokens this text covers, so a stream cut short still knows its usage
+    index: int = 0  # which choice of an `n` > 1 request it belongs to (set by the gateway)
 
 
 @dataclass
@@ -71,6 +72,7 @@ class Finish:
     cached_tokens: int = 0  # prompt tokens whose KV cells came from the prefix cache (not prefilled)
     draft_tokens: int = 0  # tokens drafted by prompt lookup and verified by the model
     accepted_tokens: int = 0  # of those, the ones kept
+    index: int = 0  # which choice of an `n` > 1 request it ends
 
 
 Event = Delta | Finish

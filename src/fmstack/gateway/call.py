@@ -11,6 +11,7 @@ import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator
+from concurrent.futures import Future
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
@@ -50,20 +51,25 @@ class Call:
         self._t0 = time.perf_counter()
         self._first: float | None = None
         self.spec: ModelSpec | None = None
-        self.parts: list[str] = []
-        self.finish: Finish | None = None
+        self.parts: dict[int, list[str]] = {}  # text by choice index (`n` > 1 requests have several)
+        self.finishes: dict[int, Finish] = {}
+        self.finish: Finish | None = None  # all choices together: the usage of the whole call
         self._closed = False
-        self.row: dict = dict(
-            id=self.id,
-            created_at=utcnow(),
-            endpoint=endpoint[:64],
-            model=_text_field(params, "model"),
-            user=_text_field(params, "user"),
-            request=params,
-            prompt_tokens=0,
-            completion_tokens=0,
-            cost=0.0,
-        ) | (context or CallContext()).columns()
+        self.saved: Future | None = None  # done once the trace row is committed
+        self.row: dict = (
+            dict(
+                id=self.id,
+                created_at=utcnow(),
+                endpoint=endpoint[:64],
+                model=_text_field(params, "model"),
+                user=_text_field(params, "user"),
+                request=params,
+                prompt_tokens=0,
+                completion_tokens=0,
+                cost=0.0,
+            )
+            | (context or CallContext()).columns()
+        )
 
     def use(self, spec: ModelSpec) -> None:
         self.spec = spec
@@ -72,7 +78,15 @@ class Call:
 
     @property
     def text(self) -> str:
-        return "".join(self.parts)
+        """The first choice's text: what the trace keeps as the response."""
+        return self.text_of(0)
+
+    def text_of(self, index: int) -> str:
+        return "".join(self.parts.get(index, ()))
+
+    def reason(self, index: int = 0) -> str | None:
+        finish = self.finishes.get(index)
+        return finish.reason if finish else None
 
     def prepared(self, prepared: Prepared) -> None:
         """The prompt is counted: a request cut short later is still charged for it."""
@@ -90,9 +104,9 @@ class Call:
 
     def finished(self, finish: Finish) -> None:
         """The engine's own count of the tokens, and what its optimisations saved (prefix cache, speculation)."""
-        for name in ("cached_tokens", "draft_tokens", "accepted_tokens"):
-            if (value := getattr(finish, name, None)) is not None:
-                self.row[name] = value
+        self.row.update(
+            cached_tokens=finish.cached_tokens, draft_tokens=finish.draft_tokens, accepted_tokens=finish.accepted_tokens
+        )
         self.ok(finish.prompt_tokens, finish.completion_tokens, finish.reason)
 
     def fail(self, exc: BaseException) -> None:
@@ -115,7 +129,7 @@ class Call:
         row.setdefault("status", "error")
         row.setdefault("status_code", 500)
         row["latency_ms"] = (now - self._t0) * 1000
-        row["response_text"] = self.text if self.parts else None
+        row["response_text"] = self.text if 0 in self.parts else None
         if self.spec is not None:
             row["cost"] = self.spec.cost(row["prompt_tokens"], row["completion_tokens"])
         if self._first is not None:
@@ -123,10 +137,15 @@ class Call:
             decode_s = now - self._first
             if row["completion_tokens"] > 1 and decode_s > 0:
                 row["tokens_per_s"] = (row["completion_tokens"] - 1) / decode_s
-        self.gateway.writer.write(row)
+        self.saved = self.gateway.writer.write(row)
         self.gateway.metrics.observe(row)
         if self.spec is not None:
             self.gateway.metrics.in_flight.labels(self.spec.name).dec()
+
+    async def committed(self) -> None:
+        """Wait until the closed call's trace is in the store (see `TraceWriter.write`)."""
+        if self.saved is not None:
+            await asyncio.wrap_future(self.saved)
 
     async def run(self, events: AsyncIterator[Event], timeout: float) -> AsyncIterator[Delta]:
         """Relay an engine's stream, timing it; closing this generator stops the engine's generation."""
@@ -141,11 +160,11 @@ class Call:
                     except TimeoutError:
                         raise RequestTimeout(f"The request took longer than the {timeout:.0f} s timeout.") from None
                     if isinstance(event, Finish):
-                        self.finish = event
+                        self.finishes[event.index] = event
                         continue
                     if self._first is None:
                         self._first = time.perf_counter()
-                    self.parts.append(event.text)
+                    self.parts.setdefault(event.index, []).append(event.text)
                     self.row["completion_tokens"] += event.tokens
                     yield event
             except (asyncio.CancelledError, GeneratorExit):
@@ -154,10 +173,23 @@ class Call:
             except BaseException as exc:
                 self.fail(exc)
                 raise
-        if self.finish is None:
+        if not self.finishes:
             self.cancel()
         else:
+            self.finish = _total(self.finishes)
             self.finished(self.finish)
+
+
+def _total(finishes: dict[int, Finish]) -> Finish:
+    """One usage for the call: the prompt once (every choice shares it), the generated tokens of all choices."""
+    first = finishes[min(finishes)]
+    total = Finish(first.reason, first.prompt_tokens, 0)
+    for f in finishes.values():
+        total.completion_tokens += f.completion_tokens
+        total.cached_tokens += f.cached_tokens
+        total.draft_tokens += f.draft_tokens
+        total.accepted_tokens += f.accepted_tokens
+    return total
 
 
 def _text_field(params: dict | None, key: str) -> str | None:

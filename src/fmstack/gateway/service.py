@@ -19,6 +19,7 @@ from fmstack.engines.base import Delta, Event, GenerationRequest
 from fmstack.engines.embeddings import EmbeddingEngine
 from fmstack.engines.pool import EnginePool
 from fmstack.gateway.call import Call, CallContext
+from fmstack.gateway.choices import choices
 
 
 @dataclass
@@ -56,8 +57,9 @@ class Gateway:
         """Start tracing a call; the caller closes it (or `stream` does)."""
         return Call(self, endpoint, prefix, params, context)
 
-    async def stream(self, call: Call, model: str, request: GenerationRequest) -> AsyncIterator[Delta]:
-        """Start `request` on `model`, traced by `call`, and return its deltas.
+    async def stream(self, call: Call, model: str, request: GenerationRequest, n: int = 1) -> AsyncIterator[Delta]:
+        """Start `request` on `model`, traced by `call`, and return its deltas (`n` choices: each its own sequence,
+        its deltas marked with their `index`).
 
         Everything that can fail before the first token (unknown model, bad input, a full queue, an engine that
         fails at once) raises here, with the call already closed, so a server can still answer with a status code.
@@ -67,7 +69,8 @@ class Gateway:
             engine = await asyncio.to_thread(self.pool.chat, model)
             prepared = engine.prepare(request)
             call.prepared(prepared)
-            events = call.run(engine.stream(prepared), self.settings.request_timeout)
+            source = engine.stream(prepared) if n == 1 else choices(engine, prepared, n, self.settings.queue_size)
+            events = call.run(source, self.settings.request_timeout)
             first = await anext(events, None)
         except Exception as exc:
             call.fail(exc)
@@ -128,6 +131,7 @@ class Gateway:
             call.fail(exc)
             raise
         call.ok(tokens, 0)
+        await call.committed()
         return vectors, tokens
 
     def trace_scores(self) -> list[tuple[str, str, float | None, int]]:

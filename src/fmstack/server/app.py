@@ -13,11 +13,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from fmstack import __version__
 from fmstack.core.config import Settings, get_settings
-from fmstack.core.errors import FmstackError, QueueFull
+from fmstack.core.errors import FmstackError
 from fmstack.gateway import Gateway
-from fmstack.server import openai_api, prompts_api, rag_api, ui_api
+from fmstack.server import openai_api, prompts_api, rag_api, responses_api, ui_api
 from fmstack.server.deps import context_of
 from fmstack.server.limits import BodyLimit
+from fmstack.server.request_id import RequestId
 
 
 def create_app(settings: Settings | None = None, preload: list[str] | None = None) -> FastAPI:
@@ -41,7 +42,9 @@ def create_app(settings: Settings | None = None, preload: list[str] | None = Non
     )
     app.state.gateway = gateway
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, on_reject=_trace_rejected(gateway))
+    app.add_middleware(RequestId)
     app.include_router(openai_api.router)
+    app.include_router(responses_api.router)
     app.include_router(ui_api.router)
     app.include_router(prompts_api.router)
     app.include_router(rag_api.router)
@@ -60,8 +63,7 @@ def create_app(settings: Settings | None = None, preload: list[str] | None = Non
 
 
 def _error(exc: FmstackError) -> JSONResponse:
-    headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, QueueFull) else None
-    return JSONResponse(exc.to_body(), status_code=exc.status, headers=headers)
+    return JSONResponse(exc.to_body(), status_code=exc.status, headers=exc.headers())
 
 
 def _endpoint_name(request: Request) -> str:

@@ -12,7 +12,12 @@ def gateway_of(request: Request) -> Gateway:
 
 
 def context_of(request: Request, **fields: str | None) -> CallContext:
-    """The app from `X-Fmstack-App`, the eval run from `X-Fmstack-Eval-Run` (`fmstack eval run --base-url`);
-    `fields` adds what the route knows (a stored prompt, a route's variant)."""
+    """The app and key name from the request's API key (`server.auth`) when keys are on — a header could be
+    forged — else the app from `X-Fmstack-App`; the eval run from `X-Fmstack-Eval-Run` (`fmstack eval run
+    --base-url`); `fields` adds what the route knows (a stored prompt, a route's variant)."""
     headers = request.headers
-    return CallContext(app=headers.get("x-fmstack-app"), eval_run_id=headers.get("x-fmstack-eval-run"), **fields)
+    key = getattr(request.state, "api_key", None)
+    app = key.app if key else headers.get("x-fmstack-app")
+    return CallContext(
+        app=app, key_name=key.name if key else None, eval_run_id=headers.get("x-fmstack-eval-run"), **fields
+    )

@@ -22,6 +22,7 @@ from fmstack.server.schemas import (
     EmbeddingRequest,
     FeedbackRequest,
 )
+from fmstack.server.shapes import ChatShape, CompletionShape
 
 router = APIRouter(prefix="/v1", tags=["OpenAI-compatible"])
 
@@ -29,22 +30,27 @@ router = APIRouter(prefix="/v1", tags=["OpenAI-compatible"])
 @router.get("/models")
 async def list_models(request: Request) -> dict:
     gateway = gateway_of(request)
+    return {"object": "list", "data": [_model(spec, gateway) for spec in gateway.registry]}
+
+
+@router.get("/models/{model_id:path}")
+async def get_model(model_id: str, request: Request) -> dict:
+    """One model, as in the list (404 with the known names when there is none)."""
+    gateway = gateway_of(request)
+    return _model(gateway.registry.get(model_id), gateway)
+
+
+def _model(spec, gateway) -> dict:
     return {
-        "object": "list",
-        "data": [
-            {
-                "id": spec.name,
-                "object": "model",
-                "created": 0,
-                "owned_by": "fmstack",
-                "engine": spec.engine,
-                "kind": spec.kind,
-                "context_length": spec.context_length,
-                "available": spec.available(),
-                "loaded": spec.name in gateway.pool.loaded,
-            }
-            for spec in gateway.registry
-        ],
+        "id": spec.name,
+        "object": "model",
+        "created": 0,
+        "owned_by": "fmstack",
+        "engine": spec.engine,
+        "kind": spec.kind,
+        "context_length": spec.context_length,
+        "available": spec.available(),
+        "loaded": spec.name in gateway.pool.loaded,
     }
 
 
@@ -84,7 +90,7 @@ async def _generate(
         call.fail(exc)
         raise
     # errors before the first token raise here and get their own HTTP status
-    events = await call.gateway.stream(call, body.model, request_)
+    events = await call.gateway.stream(call, body.model, request_, body.n)
     return await respond(call, body, chat, request, events, extra)
 
 
@@ -97,7 +103,7 @@ async def respond(
     extra: dict | None = None,
 ):
     """Send a call's events as an OpenAI response: one JSON object, or SSE chunks when `body.stream`."""
-    shape = _ChatShape(call, body) if chat else _CompletionShape(call, body)
+    shape = ChatShape(call, body) if chat else CompletionShape(call, body)
     if body.stream:
         return StreamingResponse(
             _sse(shape, events, extra),
@@ -107,6 +113,7 @@ async def respond(
     deltas = await _collect(events, request)
     if deltas is None:
         return Response(status_code=499)  # nobody is listening any more
+    await call.committed()  # a client that saw the whole answer will find its trace
     return JSONResponse(shape.whole(deltas) | (extra or {}), headers={"X-Fmstack-Trace-Id": call.id})
 
 
@@ -132,124 +139,20 @@ async def _sse(shape, events: AsyncIterator[Delta], extra: dict | None = None) -
         return f"data: {json.dumps(obj, ensure_ascii=False)}\n\n"
 
     try:
-        if first := shape.first_chunk():
+        for first in shape.first_chunks():
             yield data(first)
         async for delta in events:
             yield data(shape.chunk(delta))
-        yield data(shape.last_chunk())
+        await shape.call.committed()  # a client that saw the whole answer will find its trace
+        for last in shape.last_chunks():
+            yield data(last)
         if shape.body.include_usage:
             yield data(shape.usage_chunk())
         if extra:
-            yield data(shape._base(shape.chunk_name) | {"choices": []} | extra)
+            yield data(shape.extra_chunk(extra))
     except FmstackError as exc:  # headers are sent: report in the stream, as OpenAI does
         yield data(exc.to_body())
     yield "data: [DONE]\n\n"
-
-
-class _Shape:
-    """Builds OpenAI response objects for one call."""
-
-    object_name = ""
-    chunk_name = ""
-
-    def __init__(self, call: Call, body):
-        self.call, self.body = call, body
-
-    def _base(self, name: str) -> dict:
-        return {
-            "id": self.call.id,
-            "object": name,
-            "created": self.call.created,
-            "model": self.call.spec.name,
-            "system_fingerprint": f"fmstack-{self.call.spec.engine}",
-        }
-
-    def usage(self) -> dict:
-        f = self.call.finish
-        p, c = (f.prompt_tokens, f.completion_tokens) if f else (0, 0)
-        return {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}
-
-    def usage_chunk(self) -> dict:
-        return self._base(self.chunk_name) | {"choices": [], "usage": self.usage()}
-
-    def reason(self) -> str | None:
-        return self.call.finish.reason if self.call.finish else None
-
-    def first_chunk(self) -> dict | None:
-        return None
-
-
-class _ChatShape(_Shape):
-    object_name = "chat.completion"
-    chunk_name = "chat.completion.chunk"
-
-    def _logprobs(self, deltas: list[Delta]) -> dict | None:
-        if not self.body.logprobs:
-            return None
-        return {
-            "content": [
-                {
-                    "token": tok.token,
-                    "logprob": tok.logprob,
-                    "bytes": tok.bytes,
-                    "top_logprobs": [{"token": t.token, "logprob": t.logprob, "bytes": t.bytes} for t in top],
-                }
-                for d in deltas
-                for tok, top in d.logprobs
-            ]
-        }
-
-    def whole(self, deltas: list[Delta]) -> dict:
-        message = {"role": "assistant", "content": "".join(d.text for d in deltas)}
-        choice = {"index": 0, "message": message, "logprobs": self._logprobs(deltas), "finish_reason": self.reason()}
-        return self._base(self.object_name) | {"choices": [choice], "usage": self.usage()}
-
-    def _chunk(self, delta: dict, logprobs: dict | None = None, reason: str | None = None) -> dict:
-        choice = {"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": reason}
-        return self._base(self.chunk_name) | {"choices": [choice]}
-
-    def first_chunk(self) -> dict:
-        return self._chunk({"role": "assistant", "content": ""})
-
-    def chunk(self, delta: Delta) -> dict:
-        return self._chunk({"content": delta.text}, self._logprobs([delta]))
-
-    def last_chunk(self) -> dict:
-        return self._chunk({}, reason=self.reason())
-
-
-class _CompletionShape(_Shape):
-    object_name = "text_completion"
-    chunk_name = "text_completion"
-
-    def _logprobs(self, deltas: list[Delta], offset: int = 0) -> dict | None:
-        if self.body.logprobs is None:
-            return None
-        tokens, logprobs, tops, offsets = [], [], [], []
-        for d in deltas:
-            for tok, top in d.logprobs:
-                tokens.append(tok.token)
-                logprobs.append(tok.logprob)
-                tops.append({t.token: t.logprob for t in top})
-                offsets.append(offset)
-                offset += len(tok.token)
-        return {"tokens": tokens, "token_logprobs": logprobs, "top_logprobs": tops, "text_offset": offsets}
-
-    def _choice(self, text: str, logprobs: dict | None, reason: str | None) -> dict:
-        return {"index": 0, "text": text, "logprobs": logprobs, "finish_reason": reason}
-
-    def whole(self, deltas: list[Delta]) -> dict:
-        choice = self._choice("".join(d.text for d in deltas), self._logprobs(deltas), self.reason())
-        return self._base(self.object_name) | {"choices": [choice], "usage": self.usage()}
-
-    def chunk(self, delta: Delta) -> dict:
-        offset = len(self.call.text) - len(delta.text)
-        return self._base(self.chunk_name) | {
-            "choices": [self._choice(delta.text, self._logprobs([delta], offset), None)]
-        }
-
-    def last_chunk(self) -> dict:
-        return self._base(self.chunk_name) | {"choices": [self._choice("", None, self.reason())]}
 
 
 @router.post("/embeddings")

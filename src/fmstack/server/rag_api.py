@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from fmstack.app.rag import Filters, Rag
 from fmstack.app.rag.answer import MIN_SIMILARITY
 from fmstack.app.rag.chat import Retrieval, rag_chat
+from fmstack.core.errors import InvalidRequest
 from fmstack.server import openai_api
 from fmstack.server.deps import context_of, gateway_of
 from fmstack.server.schemas import ChatCompletionRequest
@@ -84,6 +85,8 @@ async def chat_completions(collection: str, body: RagChatRequest, request: Reque
     params = body.model_dump(exclude_none=True) | {"collection": collection}
     call = gateway.call("rag.chat.completions", "chatcmpl", params, context_of(request))
     try:
+        if body.n != 1:
+            raise InvalidRequest("A RAG answer has one choice: send n = 1.", param="n")
         generation = body.to_generation()
         filters = body.filters.to_filters() if body.filters else None
         how = Retrieval(body.top_k, filters, body.rerank, body.min_similarity)

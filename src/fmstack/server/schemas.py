@@ -29,7 +29,7 @@ class _Sampling(BaseModel):
     logit_bias: dict[str, float] | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
-    n: int = Field(1, ge=1, le=1, description="Only one choice per request is supported.")
+    n: int = Field(1, ge=1, le=128, description="Choices to generate, each its own sequence (at most the queue size).")
     user: str | None = None
 
     @field_validator("stop")

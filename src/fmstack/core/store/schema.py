@@ -11,6 +11,7 @@ from sqlalchemy import (
     Float,
     ForeignKey,
     ForeignKeyConstraint,
+    Index,
     Integer,
     LargeBinary,
     String,
@@ -274,3 +275,99 @@ class RagChunk(Base):
     tokens: Mapped[int] = mapped_column(Integer)
     meta: Mapped[dict] = mapped_column(JSON, default=dict)
     embedding: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class ApiKey(Base):
+    """A key that may call the server: the app its calls are traced under, what it may do (scopes), how fast
+    (requests and tokens per minute) and how much it may spend (USD per day or month). The secret is stored only as
+    its sha256; `prefix` (its first characters) tells keys apart in listings."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)  # kept when revoked: traces name it
+    app: Mapped[str] = mapped_column(String(200))
+    scopes: Mapped[list] = mapped_column(JSON)  # inference | feedback | admin
+    prefix: Mapped[str] = mapped_column(String(16))
+    secret_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    rpm: Mapped[int | None] = mapped_column(Integer)
+    tpm: Mapped[int | None] = mapped_column(Integer)
+    budget_usd: Mapped[float | None] = mapped_column(Float)
+    budget_period: Mapped[str | None] = mapped_column(String(8))  # day | month (calendar, UTC)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    rotated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+# A key's recent traces, read on every metered request (rate limits, budgets): since 0007.
+Index("ix_traces_key_name_created_at", Trace.key_name, Trace.created_at)
+
+
+class ReviewPolicy(Base):
+    """How an app's answers are reviewed by people (`fmstack review policy`): its stage and the settings each stage
+    reads. crawl: every answer is held until a person approves it; walk: a share is reviewed after delivery; run: an
+    AI judge scores answers and the low ones are reviewed."""
+
+    __tablename__ = "review_policies"
+
+    app: Mapped[str] = mapped_column(String(200), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    stage: Mapped[str] = mapped_column(String(16))  # crawl | walk | run
+    share: Mapped[float] = mapped_column(Float, default=0.2)  # of delivered answers sampled for review (walk, run)
+    double_share: Mapped[float] = mapped_column(Float, default=0.0)  # of queued items a second reviewer also reviews
+    judge_model: Mapped[str | None] = mapped_column(String(200))  # the generic AI judge (a chat model)
+    judge_metric: Mapped[str] = mapped_column(String(200), default="rubric")
+    judge_classifier: Mapped[str | None] = mapped_column(Text)  # a judge trained on the reviews, used when set
+    judge_share: Mapped[float] = mapped_column(Float, default=1.0)  # of answers the judge scores in run
+    threshold: Mapped[float] = mapped_column(Float, default=0.7)  # judge scores (0-1) under it are queued in run
+    rubric: Mapped[str | None] = mapped_column(Text)  # shown to reviewers, and the rubric judge's criteria
+    hold_seconds: Mapped[float] = mapped_column(Float, default=300.0)  # how long a crawl request waits for a person
+    bars: Mapped[dict] = mapped_column(JSON, default=dict)  # per stage: the numbers that must hold to move on
+
+
+class ReviewStageMove(Base):
+    """Every change of an app's review stage, with the numbers at the time and whether they met the bars."""
+
+    __tablename__ = "review_stage_moves"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    app: Mapped[str] = mapped_column(String(200), index=True)
+    from_stage: Mapped[str | None] = mapped_column(String(16))  # None: the policy was created
+    to_stage: Mapped[str] = mapped_column(String(16))
+    by: Mapped[str | None] = mapped_column(String(200))
+    bars_met: Mapped[bool | None] = mapped_column(Boolean)  # None: no bar applies (creation, a move back)
+    forced: Mapped[bool] = mapped_column(Boolean, default=False)  # moved on although a bar was not met
+    numbers: Mapped[dict] = mapped_column(JSON, default=dict)  # the stage's review numbers when it moved
+
+
+class ReviewItem(Base):
+    """One answer for a person to review. A held crawl answer is stored here before anyone sees it, so a restart
+    loses none; `copy` 1 is the second review of a double-reviewed answer (agreement between reviewers)."""
+
+    __tablename__ = "review_items"
+    __table_args__ = (UniqueConstraint("trace_id", "copy", name="uq_review_items_trace_copy"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+    app: Mapped[str] = mapped_column(String(200), index=True)
+    trace_id: Mapped[str] = mapped_column(ForeignKey("traces.id", ondelete="CASCADE"), index=True)
+    copy: Mapped[int] = mapped_column(Integer, default=0)
+    stage: Mapped[str] = mapped_column(String(16))  # the app's stage when it was queued
+    reason: Mapped[str] = mapped_column(String(32))  # crawl | sampled | thumbs-down | judge-low | judge-error
+    status: Mapped[str] = mapped_column(String(16), default="pending", index=True)
+    answer: Mapped[str] = mapped_column(Text)  # the model's answer, as generated
+    edited_text: Mapped[str | None] = mapped_column(Text)  # the reviewer's version: the correction
+    edit_distance: Mapped[float | None] = mapped_column(Float)  # answer -> what was approved, 0 (none) to 1
+    reject_reason: Mapped[str | None] = mapped_column(Text)
+    assignee: Mapped[str | None] = mapped_column(String(200), index=True)
+    opened_by: Mapped[str | None] = mapped_column(String(200))  # who has it open now (`review next`)
+    opened_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    skipped_by: Mapped[list] = mapped_column(JSON, default=list)  # reviewers who passed it on
+    reviewer: Mapped[str | None] = mapped_column(String(200))
+    reviewed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    seconds: Mapped[float | None] = mapped_column(Float)  # the reviewer's time on it
+    judge_score: Mapped[float | None] = mapped_column(Float)  # 0-1
+    judge_reason: Mapped[str | None] = mapped_column(Text)
+    judge: Mapped[str | None] = mapped_column(String(200))  # the judge that scored it

@@ -9,6 +9,7 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Iterator
+from concurrent.futures import Future
 from datetime import UTC, datetime
 
 from sqlalchemy import case, func, select
@@ -30,8 +31,12 @@ class TraceWriter:
         self._thread = threading.Thread(target=self._run, name="fmstack-traces", daemon=True)
         self._thread.start()
 
-    def write(self, row: dict) -> None:
-        self._queue.put(row)
+    def write(self, row: dict) -> Future:
+        """Hand a row in; the future is done once it is committed (a server waits for it before it ends an answer,
+        so an answer a client received completely is never missing from the store, even after kill -9)."""
+        done: Future = Future()
+        self._queue.put((row, done))
+        return done
 
     def flush(self) -> None:
         self._queue.join()
@@ -42,13 +47,15 @@ class TraceWriter:
 
     def _run(self) -> None:
         while True:
-            rows = [self._queue.get()]
-            while len(rows) < self.batch and not self._queue.empty():
-                rows.append(self._queue.get_nowait())
-            stop = any(r is _STOP for r in rows)
-            rows = [r for r in rows if r is not _STOP]
-            self._commit(rows)
-            for _ in range(len(rows) + stop):
+            items = [self._queue.get()]
+            while len(items) < self.batch and not self._queue.empty():
+                items.append(self._queue.get_nowait())
+            stop = any(item is _STOP for item in items)
+            items = [item for item in items if item is not _STOP]
+            self._commit([row for row, _ in items])
+            for _, done in items:
+                done.set_result(None)
+            for _ in range(len(items) + stop):
                 self._queue.task_done()
             if stop:
                 return

@@ -50,19 +50,8 @@ def pack_blocks(
     (out / "manifest.json").unlink(missing_ok=True)  # the old blocks are about to be replaced
     dtype = np.dtype(np.uint16 if vocab_size is not None and vocab_size <= 1 << 16 else np.uint32)
     writer = _NpyWriter(out / "blocks.bin", dtype) if fmt == "npy" else _ParquetWriter(out / "blocks.parquet")
-    ends = [np.array([i], np.int64) if i is not None else np.zeros(0, np.int64) for i in (bos_id, eos_id)]
-    documents = 0
-    pending: list[np.ndarray] = []
-    pending_tokens = 0
     try:
-        for ids in token_streams:
-            pending.append(np.concatenate((ends[0], np.asarray(ids, np.int64), ends[1])))
-            pending_tokens += len(pending[-1])
-            documents += 1
-            if pending_tokens >= FLUSH_TOKENS:
-                pending = [_write_blocks(writer, pending, block_size, dtype)]
-                pending_tokens = len(pending[0])
-        rest = _write_blocks(writer, pending, block_size, dtype)
+        documents, rest = _write_stream(writer, token_streams, block_size, bos_id, eos_id, dtype)
         sha256 = writer.commit()
     except BaseException:
         writer.abort()
@@ -85,6 +74,30 @@ def pack_blocks(
     }
     write_atomic(out / "manifest.json", json.dumps(manifest, indent=2))
     return manifest
+
+
+def _write_stream(
+    writer: _NpyWriter | _ParquetWriter,
+    token_streams: Iterable[list[int]],
+    size: int,
+    bos_id: int | None,
+    eos_id: int | None,
+    dtype: np.dtype,
+) -> tuple[int, np.ndarray]:
+    """Write the whole blocks of the [BOS] doc [EOS] stream, about FLUSH_TOKENS tokens at a time; return the number
+    of documents and the tokens left over."""
+    bos, eos = (np.array([i], np.int64) if i is not None else np.zeros(0, np.int64) for i in (bos_id, eos_id))
+    documents = 0
+    pending: list[np.ndarray] = []
+    pending_tokens = 0
+    for ids in token_streams:
+        pending.append(np.concatenate((bos, np.asarray(ids, np.int64), eos)))
+        pending_tokens += len(pending[-1])
+        documents += 1
+        if pending_tokens >= FLUSH_TOKENS:
+            pending = [_write_blocks(writer, pending, size, dtype)]
+            pending_tokens = len(pending[0])
+    return documents, _write_blocks(writer, pending, size, dtype)
 
 
 def _write_blocks(
