@@ -39,7 +39,8 @@ def wait_healthy(base: str, proc: subprocess.Popen, timeout: float = 300) -> Non
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}")
+            output = proc.stdout.read()[-3000:] if proc.stdout else ""
+            raise RuntimeError(f"server exited with {proc.returncode}:\n{output}")
         try:
             if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
                 return

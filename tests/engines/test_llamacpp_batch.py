@@ -29,9 +29,11 @@ QUESTIONS = [
     "Explain gravity briefly.",
 ]
 BAN_END = {int(t): v for t, v in NO_END.items()}
-# Greedy decoding flips where the top two tokens are this close: llama.cpp's CPU flash attention takes a
-# different kernel for a batch of one query (it splits the KV cells across threads once there are 512) than for
-# several, and the sums round differently; in this small 4-bit model that moves a logprob by up to ~0.2.
+# With several threads llama.cpp's CPU flash attention takes another kernel for a batch of one query row (it
+# splits the KV cells across the threads once there are 512 of them) than for a batch of several, and its sums
+# round differently: a logprob moves by up to ~0.2 in this small 4-bit model, so greedy decoding can flip where
+# the top two tokens are this close. With one thread every row gets the same sums in any batch: the tests that
+# need exact equality use one.
 NEAR_TIE = 0.3
 
 
@@ -43,7 +45,14 @@ def load(**settings) -> LlamaCppEngine:
 
 @pytest.fixture(scope="module")
 def engine():
-    e = load(parallel=8, kv_tokens=4096)
+    e = load(parallel=8, kv_tokens=4096, threads=2)
+    yield e
+    e.close()
+
+
+@pytest.fixture(scope="module")
+def exact():
+    e = load(parallel=8, kv_tokens=4096, threads=1)
     yield e
     e.close()
 
@@ -102,20 +111,27 @@ def near_tie_or_equal(a: Result, b: Result) -> str | None:
     )
 
 
-def test_eight_requests_batched_give_what_each_gives_alone(engine):
-    requests = [chat(q, max_tokens=24, temperature=0, logprobs=True, top_logprobs=3) for q in QUESTIONS]
-    solo, batched = alone(engine, requests), together(engine, requests)
-    flips = []
+def greedy_eight() -> list[GenerationRequest]:
+    return [chat(q, max_tokens=24, temperature=0, logprobs=True, top_logprobs=3) for q in QUESTIONS]
+
+
+def test_eight_requests_batched_give_token_for_token_what_each_gives_alone(exact):
+    solo, batched = alone(exact, greedy_eight()), together(exact, greedy_eight())
     for q, a, b in zip(QUESTIONS, solo, batched, strict=True):
         assert a.finish.completion_tokens > 0
+        assert [e[0].token for e in b.logprobs] == [e[0].token for e in a.logprobs], q
+        assert [e[0].logprob for e in b.logprobs] == [e[0].logprob for e in a.logprobs], q
+
+
+def test_with_threads_batched_differs_from_alone_only_at_near_ties(engine):
+    solo, batched = alone(engine, greedy_eight()), together(engine, greedy_eight())
+    for q, a, b in zip(QUESTIONS, solo, batched, strict=True):
         problem = near_tie_or_equal(a, b)
         assert problem is None, f"{q!r}: {problem}"
-        if a.text != b.text:
-            flips.append(q)
-    assert len(flips) <= 2, f"more near ties than expected flipped: {flips}"
 
 
-def test_different_sampling_in_one_batch_behaves_as_alone(engine):
+def test_different_sampling_in_one_batch_behaves_as_alone(exact):
+    engine = exact
     bang = engine.model.tokenize(b"!", add_bos=False, special=False)[0]
     requests = [
         chat("Tell me a story.", max_tokens=16, temperature=1.0, seed=1),
@@ -194,15 +210,16 @@ def test_request_outgrowing_the_shared_cells_ends_with_length_and_spares_the_oth
 
 
 def test_prefix_cache_prefills_only_new_tokens_and_keeps_the_answer():
-    e = load(parallel=2, kv_tokens=2048)
+    e = load(parallel=2, kv_tokens=2048, threads=1)
     try:
         system = {"role": "system", "content": "You answer questions about geography in one short sentence. " * 8}
         first = GenerationRequest(messages=[system, {"role": "user", "content": "Where is Paris?"}],
                                   max_tokens=16, temperature=0)
         second = GenerationRequest(messages=[system, {"role": "user", "content": "Where is Rome?"}],
                                    max_tokens=16, temperature=0)
-        [cold] = alone(load_fresh := load(parallel=2, kv_tokens=2048), [second])
-        load_fresh.close()
+        fresh = load(parallel=2, kv_tokens=2048, threads=1)
+        [cold] = alone(fresh, [second])
+        fresh.close()
         assert cold.finish.cached_tokens == 0
         a, b, again = alone(e, [first, second, second])
         shared = _common(e.prepare(first).tokens, e.prepare(second).tokens)
@@ -213,7 +230,8 @@ def test_prefix_cache_prefills_only_new_tokens_and_keeps_the_answer():
         e.close()
 
 
-def test_speculation_keeps_greedy_text_and_counts_acceptance(engine):
+def test_speculation_keeps_greedy_text_and_counts_acceptance(exact):
+    engine = exact
     passage = (
         "The river Thames flows through London. It passes under Tower Bridge and Westminster Bridge, "
         "and reaches the North Sea at the Thames Estuary."

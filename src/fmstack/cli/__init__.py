@@ -15,6 +15,7 @@ from fmstack import __version__
 from fmstack.cli.common import JSON, Col, command_group, console, err, preparing, print_json, show_rows, store
 from fmstack.cli.data import data_app
 from fmstack.cli.eval import eval_app
+from fmstack.cli.keys import keys_app, refuse_open_network
 from fmstack.cli.prompt import prompt_app
 from fmstack.cli.rag import rag_app
 from fmstack.cli.train import train_app
@@ -36,6 +37,7 @@ app.add_typer(data_app, name="data")
 app.add_typer(prompt_app, name="prompt")
 app.add_typer(rag_app, name="rag")
 app.add_typer(train_app, name="train")
+app.add_typer(keys_app, name="keys")
 
 
 def _version(value: bool) -> None:
@@ -56,6 +58,9 @@ def up(
     model: str = typer.Option(None, "--model", "-m", help="Model to load at start (default: FMSTACK_DEFAULT_MODEL)."),
     host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
     port: int = typer.Option(8000, help="Port to listen on."),
+    insecure: bool = typer.Option(
+        False, "--insecure", help="Listen on a non-loopback interface although no API key exists (no authentication)."
+    ),
 ) -> None:
     """Start the server: OpenAI-compatible API, web UI and metrics.
 
@@ -67,6 +72,7 @@ def up(
     from fmstack.server import create_app
 
     settings = get_settings()
+    refuse_open_network(host, insecure)
     name = model or settings.default_model
     spec = Registry(settings).get(name)
     with preparing(name) as progress:

@@ -14,8 +14,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from fmstack import __version__
 from fmstack.core.config import Settings, get_settings
 from fmstack.core.errors import FmstackError
+from fmstack.core.keys import KeyStore
 from fmstack.gateway import Gateway
-from fmstack.server import openai_api, prompts_api, rag_api, responses_api, ui_api
+from fmstack.server import keys_api, openai_api, prompts_api, rag_api, responses_api, ui_api
+from fmstack.server.auth import Auth
 from fmstack.server.deps import context_of
 from fmstack.server.limits import BodyLimit
 from fmstack.server.request_id import RequestId
@@ -42,12 +44,14 @@ def create_app(settings: Settings | None = None, preload: list[str] | None = Non
     )
     app.state.gateway = gateway
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, on_reject=_trace_rejected(gateway))
+    app.add_middleware(Auth, keys=KeyStore(gateway.sessions))  # inside RequestId: refusals get an id too
     app.add_middleware(RequestId)
     app.include_router(openai_api.router)
     app.include_router(responses_api.router)
     app.include_router(ui_api.router)
     app.include_router(prompts_api.router)
     app.include_router(rag_api.router)
+    app.include_router(keys_api.router)
     _install_error_handlers(app, gateway)
 
     @app.get("/healthz", tags=["fmstack"])

@@ -116,7 +116,7 @@ def save_policy(
     _check(registry, values)
     row = session.get(ReviewPolicy, app)
     if row is None:
-        row = ReviewPolicy(app=app, stage=_stage(stage or "crawl"), bars=DEFAULT_BARS)
+        row = ReviewPolicy(app=app, stage=check_stage(stage or "crawl"), bars=DEFAULT_BARS)
         session.add(row)
         session.add(ReviewStageMove(app=app, from_stage=None, to_stage=row.stage, numbers={}))
     elif stage is not None and stage != row.stage:
@@ -177,7 +177,7 @@ def history(session: Session, app: str) -> list[dict[str, Any]]:
     ]
 
 
-def _stage(stage: str) -> str:
+def check_stage(stage: str) -> str:
     if stage not in STAGES:
         raise InvalidRequest(f"stage: '{stage}' is not a stage; use one of {', '.join(STAGES)}.", param="stage")
     return stage

@@ -14,9 +14,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import or_, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from fmstack.app.review.policy import Policy
+from fmstack.app.review.policy import Policy, find_policy
 from fmstack.app.review.sampling import sampled
 from fmstack.app.review.stats import DECIDED, edit_distance
 from fmstack.core.errors import FmstackError, InvalidRequest, NotFound
@@ -60,6 +61,20 @@ def enqueue(session: Session, policy: Policy, trace_id: str, answer: str, reason
     session.add_all(items)
     session.flush()
     return items[0]
+
+
+def queue_thumbs_down(session: Session, trace_id: str) -> ReviewItem | None:
+    """A thumbs-down on an answer of an app under review sends it to a person (once: an answer already queued, a
+    held crawl answer among them, is not queued again)."""
+    trace = session.get(Trace, trace_id)
+    policy = find_policy(session, trace.app) if trace is not None else None
+    if policy is None or trace.status != "ok" or trace.response_text is None:
+        return None
+    try:
+        with session.begin_nested():  # a sample of the same answer queued meanwhile: keep the feedback anyway
+            return enqueue(session, policy, trace_id, trace.response_text, "thumbs-down")
+    except IntegrityError:
+        return None
 
 
 def record_verdict(session: Session, trace_id: str, verdict: Verdict) -> None:

@@ -227,6 +227,34 @@ class RagCollection(Base):
     dimensions: Mapped[int] = mapped_column(Integer)
     generation: Mapped[int] = mapped_column(Integer, default=0)  # bumped by every change to its chunks
     config: Mapped[dict] = mapped_column(JSON, default=dict)
+    # Since 0010: how its vectors are made (every vector of a collection by the same model: a change of backend or
+    # a tuned model is a new index version, switched atomically) and its calibrated "I don't know" threshold.
+    embedding_backend: Mapped[str] = mapped_column(String(32), default="sentence-transformers")
+    embedding_path: Mapped[str | None] = mapped_column(Text)  # a tuned model's folder, None for the registry model
+    index_version: Mapped[int] = mapped_column(Integer, default=1)
+    min_similarity: Mapped[float | None] = mapped_column(Float)  # None: the global default (answer.MIN_SIMILARITY)
+    calibration: Mapped[dict | None] = mapped_column(JSON)  # how min_similarity was chosen: the curve, the counts
+
+
+class RagIndexVersion(Base):
+    """One set of vectors of a collection (0010): the model that made them, and whether it is the active one.
+    A new version is built beside the active one, verified, then switched to in one transaction; the version it
+    replaced keeps its vectors (files under the collection's folder) so it can be switched back to."""
+
+    __tablename__ = "rag_index_versions"
+    __table_args__ = (UniqueConstraint("collection_id", "version", name="uq_rag_index_versions_collection_version"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    collection_id: Mapped[int] = mapped_column(ForeignKey("rag_collections.id", ondelete="CASCADE"), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    activated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    embedding_model: Mapped[str] = mapped_column(String(200))
+    embedding_backend: Mapped[str] = mapped_column(String(32))
+    embedding_path: Mapped[str | None] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16))  # building | active | previous | rejected | failed
+    reason: Mapped[str | None] = mapped_column(Text)  # what built it (tune, reembed), or why it was rejected
+    report: Mapped[dict] = mapped_column(JSON, default=dict)  # verification: recall/MRR before and after
 
 
 class RagDocument(Base):
@@ -371,3 +399,48 @@ class ReviewItem(Base):
     judge_score: Mapped[float | None] = mapped_column(Float)  # 0-1
     judge_reason: Mapped[str | None] = mapped_column(Text)
     judge: Mapped[str | None] = mapped_column(String(200))  # the judge that scored it
+
+
+class AbRoute(Base):
+    """A public name (often a model's own name) whose requests are split between variants by weight (A/B)."""
+
+    __tablename__ = "ab_routes"
+
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    variants: Mapped[list[AbVariant]] = relationship(order_by="AbVariant.position", cascade="all, delete-orphan")
+
+
+class AbVariant(Base):
+    """One arm of a route. Variants are never removed while the route lives (weight 0 instead), and keep their
+    position, so a user's sticky bucket and a rollback's weights always find them."""
+
+    __tablename__ = "ab_variants"
+    __table_args__ = (UniqueConstraint("route", "name", name="uq_ab_variants_route_name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    route: Mapped[str] = mapped_column(ForeignKey("ab_routes.name", ondelete="CASCADE"), index=True)
+    position: Mapped[int] = mapped_column(Integer)
+    name: Mapped[str] = mapped_column(String(200))  # what traces record as `variant`
+    model: Mapped[str] = mapped_column(String(200))  # a registry model
+    prompt: Mapped[str | None] = mapped_column(String(200))  # a stored prompt ref: for prompt routes, not served yet
+    weight: Mapped[int] = mapped_column(Integer)  # percent; a route's weights sum to 100
+
+
+class AbChange(Base):
+    """Every change of a route's split (create, split, promote, rollback, delete), with the weights before and after.
+    No foreign key: the history outlives a deleted route."""
+
+    __tablename__ = "ab_changes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    route: Mapped[str] = mapped_column(String(200), index=True)
+    action: Mapped[str] = mapped_column(String(16))
+    before: Mapped[dict | None] = mapped_column(JSON)  # {variant: weight}; None: the route was new
+    after: Mapped[dict | None] = mapped_column(JSON)  # None: the route was deleted
+    undoes: Mapped[int | None] = mapped_column(Integer)  # a rollback: the change it undid
+    actor: Mapped[str | None] = mapped_column(String(200))  # who: the OS user (CLI) or the API key's name
+    gate: Mapped[dict | None] = mapped_column(JSON)  # a gated promotion: the comparisons it passed

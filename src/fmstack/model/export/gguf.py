@@ -234,8 +234,19 @@ def _dtype(quant: str, shape: tuple) -> np.dtype:
 def _quantize(source: Path, target: Path, quant: str, progress: Progress | None) -> None:
     if progress:
         progress("quantizing", 0, 0)
+    llama_quantize(source, target, QUANTS[quant], quant)
+
+
+def llama_quantize(
+    source: Path, target: Path, ftype: int, label: str, *, imatrix: object = None, allow_requantize: bool = False
+) -> None:
+    """llama.cpp's quantizer on a GGUF file. `imatrix` is a NULL-terminated ctypes array of
+    `llama_model_imatrix_data` (see `export.imatrix`), kept alive by the caller for the duration of the call."""
     params = llama_cpp.llama_model_quantize_default_params()
-    params.ftype = QUANTS[quant]
+    params.ftype = ftype
+    params.allow_requantize = allow_requantize
+    if imatrix is not None:
+        params.imatrix = imatrix
     # llama.cpp logs a line per tensor through llama-cpp-python's logger, and each k-quant fallback at error level
     # (we count and report those ourselves); a real failure is the return code.
     log = logging.getLogger("llama-cpp-python")
@@ -246,4 +257,4 @@ def _quantize(source: Path, target: Path, quant: str, progress: Progress | None)
     finally:
         log.setLevel(level)
     if failed:
-        raise FmstackError(f"llama.cpp could not quantize {source} to {quant} (code {failed}).")
+        raise FmstackError(f"llama.cpp could not quantize {source} to {label} (code {failed}).")

@@ -33,7 +33,7 @@
 
   // ---------- small helpers ----------
 
-  const { el, icon, showError, hideError, errorMessage, streamCompletion } = window.fm;
+  const { el, icon, showError, hideError, errorMessage, authFetch, streamCompletion } = window.fm;
 
 
 
@@ -60,7 +60,7 @@
   async function loadModels() {
     let data;
     try {
-      const resp = await fetch("/v1/models");
+      const resp = await authFetch("/v1/models");
       if (!resp.ok) throw new Error(await errorMessage(resp));
       data = (await resp.json()).data || [];
     } catch (err) {
@@ -102,7 +102,7 @@
   async function loadCollections() {
     let data = [];
     try {
-      const resp = await fetch("/v1/rag/collections");
+      const resp = await authFetch("/v1/rag/collections");
       if (!resp.ok) throw new Error(await errorMessage(resp));
       data = (await resp.json()).data || [];
     } catch (err) {
@@ -207,7 +207,7 @@
       status.classList.remove("error");
       status.textContent = "Saving…";
       try {
-        const resp = await fetch("/v1/feedback", {
+        const resp = await authFetch("/v1/feedback", {
           method: "POST",
           headers: { "Content-Type": "application/json" },
           body: JSON.stringify({ trace_id: traceId, ...payload }),

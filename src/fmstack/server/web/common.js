@@ -47,6 +47,38 @@ window.fm = (() => {
     return `HTTP ${resp.status} ${resp.statusText}${snippet ? `: ${snippet}` : ""}`;
   }
 
+  const KEY_STORAGE = "fmstack-api-key";
+  let asking = null;
+
+  /** Ask for an API key once, however many requests were refused together; kept in localStorage. */
+  function askKey(reason) {
+    asking = asking || new Promise((resolve) => {
+      setTimeout(() => {
+        const key = (window.prompt(`${reason}\n\nThis server needs an API key (fmk_…). Paste yours:`) || "").trim();
+        if (key) localStorage.setItem(KEY_STORAGE, key);
+        asking = null;
+        resolve(Boolean(key));
+      }, 0);
+    });
+    return asking;
+  }
+
+  /**
+   * fetch() with the saved API key as `Authorization: Bearer`. When the server answers 401 (keys are on, and
+   * ours is missing, wrong or revoked) ask for a key and try again; cancelling the prompt returns the 401.
+   */
+  async function authFetch(url, options = {}) {
+    for (;;) {
+      const key = localStorage.getItem(KEY_STORAGE);
+      const headers = { ...(options.headers || {}), ...(key ? { Authorization: `Bearer ${key}` } : {}) };
+      const resp = await fetch(url, { ...options, headers });
+      if (resp.status !== 401) return resp;
+      const reason = await errorMessage(resp.clone());
+      if (localStorage.getItem(KEY_STORAGE) !== key) continue; // another request got a new key meanwhile
+      if (!(await askKey(reason))) return resp;
+    }
+  }
+
   /**
    * POST a streaming chat completion to `url` and read its server-sent events as they arrive, calling
    * `onUpdate(out)` after each. Events may be split across network reads, so bytes are buffered until a blank
@@ -59,7 +91,7 @@ window.fm = (() => {
     };
     let resp;
     try {
-      resp = await fetch(url, {
+      resp = await authFetch(url, {
         method: "POST",
         headers: { "Content-Type": "application/json", Accept: "text/event-stream", "X-Fmstack-App": app },
         body: JSON.stringify(body),
@@ -139,5 +171,5 @@ window.fm = (() => {
     return out;
   }
 
-  return { el, icon, showError, hideError, errorMessage, streamCompletion };
+  return { el, icon, showError, hideError, errorMessage, authFetch, streamCompletion };
 })();

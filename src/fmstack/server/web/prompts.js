@@ -56,7 +56,7 @@
     controller: null,
   };
 
-  const { el, showError, hideError, errorMessage, streamCompletion } = window.fm;
+  const { el, showError, hideError, errorMessage, authFetch, streamCompletion } = window.fm;
 
   // ---------- API ----------
 
@@ -66,7 +66,7 @@
       options.headers["Content-Type"] = "application/json";
       options.body = JSON.stringify(body);
     }
-    const resp = await fetch(url, options);
+    const resp = await authFetch(url, options);
     if (!resp.ok) throw new Error(await errorMessage(resp));
     return resp.json();
   }

@@ -30,13 +30,13 @@
 
   // ---------- helpers ----------
 
-  const { el, icon, showError, hideError, errorMessage } = window.fm;
+  const { el, icon, showError, hideError, errorMessage, authFetch } = window.fm;
 
 
 
 
   async function getJSON(url) {
-    const resp = await fetch(url, { headers: { Accept: "application/json" } });
+    const resp = await authFetch(url, { headers: { Accept: "application/json" } });
     if (!resp.ok) throw new Error(await errorMessage(resp));
     return resp.json();
   }
