@@ -51,15 +51,15 @@ def wait_healthy(base: str, proc: subprocess.Popen, timeout: float = 300) -> Non
 
 
 class Server:
-    """A real `fmstack up` subprocess."""
+    """A real `fmstack up` subprocess; `args` are more of its options (`--host 0.0.0.0`)."""
 
-    def __init__(self, home: Path, model: str = TEST_MODEL, env: dict | None = None):
+    def __init__(self, home: Path, model: str = TEST_MODEL, env: dict | None = None, args: tuple[str, ...] = ()):
         self.home = home
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.env = os.environ | {"FMSTACK_HOME": str(home), "FMSTACK_THREADS": "2"} | (env or {})
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "fmstack", "up", "--model", model, "--port", str(self.port)],
+            [sys.executable, "-m", "fmstack", "up", "--model", model, "--port", str(self.port), *args],
             env=self.env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

@@ -29,12 +29,13 @@ QUESTIONS = [
     "Explain gravity briefly.",
 ]
 BAN_END = {int(t): v for t, v in NO_END.items()}
-# With several threads llama.cpp's CPU flash attention takes another kernel for a batch of one query row (it
-# splits the KV cells across the threads once there are 512 of them) than for a batch of several, and its sums
-# round differently: a logprob moves by up to ~0.2 in this small 4-bit model, so greedy decoding can flip where
-# the top two tokens are this close. With one thread every row gets the same sums in any batch: the tests that
-# need exact equality use one.
+# llama.cpp's CPU flash attention picks its kernel by the shape of the whole batch: one query row with 512 or
+# more cells splits the cells across threads, 64 or more rows go tile by tile, anything else row by row. The
+# three round differently (a logprob moves by up to ~0.2 in this small 4-bit model), so greedy text decoded in
+# a different batch may part where the top two tokens are this close. Tests that need exact equality keep every
+# batch on the row-by-row kernel: fewer than 512 cells and short prompts.
 NEAR_TIE = 0.3
+AGE = {"type": "object", "properties": {"age": {"type": "integer"}}, "required": ["age"], "additionalProperties": False}
 
 
 def load(**settings) -> LlamaCppEngine:
@@ -46,13 +47,6 @@ def load(**settings) -> LlamaCppEngine:
 @pytest.fixture(scope="module")
 def engine():
     e = load(parallel=8, kv_tokens=4096, threads=2)
-    yield e
-    e.close()
-
-
-@pytest.fixture(scope="module")
-def exact():
-    e = load(parallel=8, kv_tokens=4096, threads=1)
     yield e
     e.close()
 
@@ -115,42 +109,43 @@ def greedy_eight() -> list[GenerationRequest]:
     return [chat(q, max_tokens=24, temperature=0, logprobs=True, top_logprobs=3) for q in QUESTIONS]
 
 
-def test_eight_requests_batched_give_token_for_token_what_each_gives_alone(exact):
-    solo, batched = alone(exact, greedy_eight()), together(exact, greedy_eight())
+def test_eight_requests_batched_give_what_each_gives_alone(engine):
+    requests = [chat(q, max_tokens=24, temperature=0, logprobs=True, top_logprobs=3) for q in QUESTIONS]
+    solo, batched = alone(engine, requests), together(engine, requests)
     for q, a, b in zip(QUESTIONS, solo, batched, strict=True):
         assert a.finish.completion_tokens > 0
-        assert [e[0].token for e in b.logprobs] == [e[0].token for e in a.logprobs], q
-        assert [e[0].logprob for e in b.logprobs] == [e[0].logprob for e in a.logprobs], q
-
-
-def test_with_threads_batched_differs_from_alone_only_at_near_ties(engine):
-    solo, batched = alone(engine, greedy_eight()), together(engine, greedy_eight())
-    for q, a, b in zip(QUESTIONS, solo, batched, strict=True):
         problem = near_tie_or_equal(a, b)
         assert problem is None, f"{q!r}: {problem}"
 
 
-def test_different_sampling_in_one_batch_behaves_as_alone(exact):
-    engine = exact
-    bang = engine.model.tokenize(b"!", add_bos=False, special=False)[0]
-    requests = [
-        chat("Tell me a story.", max_tokens=16, temperature=1.0, seed=1),
-        chat("Tell me a story.", max_tokens=16, temperature=1.0, seed=2),
-        chat("Tell me a story.", max_tokens=16, temperature=0.8, top_p=0.9, seed=1),
-        GenerationRequest(prompt="1, 2, 3, 4, 5,", max_tokens=20, temperature=0, stop=["8"]),
-        chat("Give me a JSON object describing a cat.", max_tokens=60, temperature=0.7, seed=5,
-             response_format={"type": "json_object"}),
-        GenerationRequest(prompt="Hello", max_tokens=5, temperature=0.7, seed=1, logit_bias={bang: 100}),
-        chat("Say hi", max_tokens=12, temperature=0, logit_bias=BAN_END),
-    ]
-    solo, batched = alone(engine, requests), together(engine, requests)
-    assert [r.text for r in batched] == [r.text for r in solo]
-    assert [r.finish.reason for r in batched] == [r.finish.reason for r in solo]
-    assert solo[0].text != solo[1].text  # seeds matter
-    assert "8" not in solo[3].text and solo[3].finish.reason == "stop"
-    assert isinstance(json.loads(solo[4].text), dict)
-    assert solo[5].text == "!!!!!"
-    assert solo[6].finish.completion_tokens == 12
+def test_different_sampling_in_one_batch_behaves_as_alone():
+    """Sampled text is only comparable with the same sums: 256 cells and short prompts keep every batch on the
+    row-by-row kernel (see NEAR_TIE)."""
+    e = load(parallel=5, kv_tokens=256, threads=2)
+    try:
+        bang = e.model.tokenize(b"!", add_bos=False, special=False)[0]
+        requests = [
+            chat("Tell me a story.", max_tokens=12, temperature=1.0, seed=1),
+            chat("Tell me a story.", max_tokens=12, temperature=0.8, top_p=0.9, seed=2),
+            GenerationRequest(prompt="1, 2, 3, 4, 5,", max_tokens=20, temperature=0, stop=["8"]),
+            chat(
+                "How old is the cat? Answer in JSON.",
+                max_tokens=48,
+                temperature=0.7,
+                seed=5,
+                response_format={"type": "json_schema", "json_schema": {"name": "age", "schema": AGE}},
+            ),
+            GenerationRequest(prompt="Hello", max_tokens=5, temperature=0.7, seed=1, logit_bias={bang: 100}),
+        ]
+        solo, batched = alone(e, requests), together(e, requests)
+        assert [r.text for r in batched] == [r.text for r in solo]
+        assert [r.finish.reason for r in batched] == [r.finish.reason for r in solo]
+        assert solo[0].text != solo[1].text  # each its own seed
+        assert "8" not in solo[2].text and solo[2].finish.reason == "stop"
+        assert isinstance(json.loads(solo[3].text)["age"], int)
+        assert solo[4].text == "!!!!!"
+    finally:
+        e.close()
 
 
 def test_cancelled_stream_frees_its_sequence():
@@ -196,51 +191,76 @@ def test_queue_full_at_submit():
 def test_request_outgrowing_the_shared_cells_ends_with_length_and_spares_the_others():
     e = load(parallel=2, kv_tokens=256)
     try:
-        short = chat("Count to ten.", max_tokens=100, temperature=0, logit_bias=BAN_END)
-        big = chat("Write a long story about a dragon, a knight and a castle by the sea.", max_tokens=200,
-                   temperature=0, logit_bias=BAN_END)
-        assert e.prepare(big).prompt_tokens > e.prepare(short).prompt_tokens  # so it holds the most cells
+        # no drafts: both advance one token per step, so the longer prompt holds the most cells throughout
+        short = chat(
+            "Count to ten.",
+            max_tokens=100,
+            temperature=0,
+            logit_bias=BAN_END,
+            speculative=False,
+            logprobs=True,
+            top_logprobs=3,
+        )
+        big = chat(
+            "Write a long story about a dragon, a knight, a wizard and a castle by the sea. " * 2,
+            max_tokens=190,
+            temperature=0,
+            logit_bias=BAN_END,
+            speculative=False,
+        )
+        assert e.prepare(big).prompt_tokens > e.prepare(short).prompt_tokens + 20
         [expected] = alone(e, [short])
         got_short, got_big = together(e, [short, big])
-        assert got_big.finish.reason == "length" and got_big.finish.completion_tokens < 200
-        assert got_short.finish == dataclasses.replace(expected.finish, cached_tokens=got_short.finish.cached_tokens)
-        assert got_short.text == expected.text
+        assert got_big.finish.reason == "length" and got_big.finish.completion_tokens < 190
+        assert got_short.finish.reason == "length" and got_short.finish.completion_tokens == 100
+        assert near_tie_or_equal(expected, got_short) is None
     finally:
         e.close()
 
 
 def test_prefix_cache_prefills_only_new_tokens_and_keeps_the_answer():
-    e = load(parallel=2, kv_tokens=2048, threads=1)
+    system = {"role": "system", "content": "You answer questions about geography in one short sentence. " * 8}
+
+    def ask(city: str) -> GenerationRequest:
+        return GenerationRequest(
+            messages=[system, {"role": "user", "content": f"Where is {city}?"}],
+            max_tokens=16,
+            temperature=0,
+            logprobs=True,
+            top_logprobs=3,
+        )
+
+    fresh = load(parallel=2, kv_tokens=2048)
     try:
-        system = {"role": "system", "content": "You answer questions about geography in one short sentence. " * 8}
-        first = GenerationRequest(messages=[system, {"role": "user", "content": "Where is Paris?"}],
-                                  max_tokens=16, temperature=0)
-        second = GenerationRequest(messages=[system, {"role": "user", "content": "Where is Rome?"}],
-                                   max_tokens=16, temperature=0)
-        fresh = load(parallel=2, kv_tokens=2048, threads=1)
-        [cold] = alone(fresh, [second])
+        [cold] = alone(fresh, [ask("Rome")])
+    finally:
         fresh.close()
-        assert cold.finish.cached_tokens == 0
-        a, b, again = alone(e, [first, second, second])
-        shared = _common(e.prepare(first).tokens, e.prepare(second).tokens)
-        assert shared > 100 and b.finish.cached_tokens == shared
-        assert again.finish.cached_tokens == b.finish.prompt_tokens - 1  # all but the token the first sample needs
-        assert b.text == again.text == cold.text
+    e = load(parallel=2, kv_tokens=2048)
+    try:
+        first, second, again = alone(e, [ask("Paris"), ask("Rome"), ask("Rome")])
+        shared = _common(e.prepare(ask("Paris")).tokens, e.prepare(ask("Rome")).tokens)
+        assert cold.finish.cached_tokens == first.finish.cached_tokens == 0
+        assert shared > 80 and second.finish.cached_tokens == shared
+        assert again.finish.cached_tokens == again.finish.prompt_tokens - 1  # all but the row the first sample needs
+        assert near_tie_or_equal(cold, second) is None and near_tie_or_equal(cold, again) is None
     finally:
         e.close()
 
 
-def test_speculation_keeps_greedy_text_and_counts_acceptance(exact):
-    engine = exact
-    passage = (
-        "The river Thames flows through London. It passes under Tower Bridge and Westminster Bridge, "
-        "and reaches the North Sea at the Thames Estuary."
-    )
-    question = f"Repeat this text exactly:\n{passage}"
-    on, off = alone(engine, [chat(question, max_tokens=48, temperature=0, speculative=s) for s in (True, False)])
-    assert on.text == off.text
-    assert off.finish.draft_tokens == 0
-    assert on.finish.draft_tokens >= on.finish.accepted_tokens > 10, on.finish
+def test_speculation_keeps_greedy_text_and_counts_acceptance():
+    e = load(parallel=2, kv_tokens=256)  # the same kernel with and without drafts (see NEAR_TIE)
+    try:
+        passage = (
+            "The river Thames flows through London. It passes under Tower Bridge and Westminster Bridge, "
+            "and reaches the North Sea at the Thames Estuary."
+        )
+        question = f"Repeat this text exactly:\n{passage}"
+        on, off = alone(e, [chat(question, max_tokens=48, temperature=0, speculative=s) for s in (True, False)])
+        assert on.text == off.text
+        assert off.finish.draft_tokens == 0
+        assert on.finish.draft_tokens >= on.finish.accepted_tokens > 10, on.finish
+    finally:
+        e.close()
 
 
 def _common(a: list[int], b: list[int]) -> int:

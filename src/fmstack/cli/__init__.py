@@ -12,12 +12,16 @@ import typer
 from rich.progress import BarColumn, DownloadColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from fmstack import __version__
+from fmstack.cli.ab import ab_app
 from fmstack.cli.common import JSON, Col, command_group, console, err, preparing, print_json, show_rows, store
 from fmstack.cli.data import data_app
 from fmstack.cli.eval import eval_app
 from fmstack.cli.keys import keys_app, refuse_open_network
 from fmstack.cli.prompt import prompt_app
+from fmstack.cli.quantize import compare as models_compare
+from fmstack.cli.quantize import quantize as models_quantize
 from fmstack.cli.rag import rag_app
+from fmstack.cli.review import review_app, suite_app, train_judge
 from fmstack.cli.train import train_app
 from fmstack.core.config import get_settings
 from fmstack.core.errors import FmstackError
@@ -38,6 +42,10 @@ app.add_typer(prompt_app, name="prompt")
 app.add_typer(rag_app, name="rag")
 app.add_typer(train_app, name="train")
 app.add_typer(keys_app, name="keys")
+app.add_typer(review_app, name="review")
+app.add_typer(ab_app, name="ab")
+eval_app.add_typer(suite_app, name="suite")  # fmstack eval suite from-reviews
+train_app.command("judge")(train_judge)  # a judge trained on the reviews: it needs the review and model layers
 
 
 def _version(value: bool) -> None:
@@ -92,9 +100,13 @@ def up(
     )
 
 
-models_app = command_group("List, convert and export models.\n\nExample: fmstack models", invoke_without_command=True)
+models_app = command_group(
+    "List, convert, export, quantize and compare models.\n\nExample: fmstack models", invoke_without_command=True
+)
 app.add_typer(models_app, name="models")
 app.add_typer(models_app, name="model", hidden=True)  # `fmstack model export ...` reads naturally too
+models_app.command("quantize")(models_quantize)
+models_app.command("compare")(models_compare)
 
 
 MODEL_COLUMNS = (

@@ -10,7 +10,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from fmstack.cli.common import JSON, Col, command_group, console, err, show_rows, store
+from fmstack.cli.common import JSON, Col, command_group, console, err, print_json, show_rows, store
 from fmstack.core.config import get_settings
 from fmstack.core.errors import FmstackError
 
@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from fmstack.app.rag.evaluate import RetrievalEval
 
 APP = "fmstack-rag"
+RERANK_HELP = "none, similarity, mmr, llm (the chat model judges each passage) or cross-encoder (see `rag tune`)."
 
 rag_app = command_group(
     "Retrieval-augmented generation: ingest documents, then ask questions answered with citations.\n\n"
@@ -58,11 +59,17 @@ def ingest(
     overlap: int = typer.Option(40, "--overlap", help="Tokens shared by consecutive chunks (--by tokens)."),
     by: str = typer.Option("tokens", "--by", help="tokens (fixed windows) or structure (headings, paragraphs)."),
     text_field: str = typer.Option("text", "--text-field", help="The field holding the text in JSONL files."),
+    backend: str = typer.Option(
+        None, "--backend", help="How a new collection's vectors are made: sentence-transformers or onnx-int8 (~3x)."
+    ),
+    contextual: bool = typer.Option(
+        False, "--contextual", help="Start every chunk's heading path with its document's title (embedded, indexed)."
+    ),
 ) -> None:
     """Ingest text, Markdown, HTML, PDF and JSONL files; re-running updates only what changed. Exits 1 if a file
     was skipped (each is listed with the reason).
 
-    Example: fmstack rag ingest docs/ --collection docs --chunk-tokens 200 --overlap 40 --by tokens
+    Example: fmstack rag ingest docs/ --collection docs --chunk-tokens 200 --overlap 40 --by tokens --backend onnx-int8
     """
     from fmstack.app.rag import ChunkConfig
 
@@ -75,9 +82,10 @@ def ingest(
             def progress(done: int, total: int, name: str) -> None:
                 bar.update(task, completed=done, total=total, description=f"ingesting {name[:40]}")
 
-            report = rag.ingest(path, collection, ChunkConfig(chunk_tokens, overlap, by), text_field, progress)
+            config = ChunkConfig(chunk_tokens, overlap, by, contextual)
+            report = rag.ingest(path, collection, config, text_field, progress, backend)
     finally:
-        rag.pool.close()
+        rag.close()
     r = report
     console.print(
         f"[bold]{r.collection}[/]: {r.files} files — {r.added} added, {r.updated} updated, {r.unchanged} unchanged, "
@@ -101,6 +109,9 @@ COLLECTION_COLUMNS = (
     Col("documents", lambda c: str(c["documents"])),
     Col("chunks", lambda c: str(c["chunks"])),
     Col("embedding model", lambda c: c["embedding_model"]),
+    Col("backend", lambda c: c["backend"]),
+    Col("version", lambda c: str(c["index_version"])),
+    Col("min similarity", lambda c: "-" if c["min_similarity"] is None else f"{c['min_similarity']:.3f}"),
     Col("updated", lambda c: c["updated_at"][:19]),
 )
 
@@ -144,7 +155,8 @@ def search(
     top_k: int = typer.Option(5, "--top-k", "-k", help="How many chunks."),
     source: str = typer.Option(None, "--source", help='Only sources matching this glob, e.g. "docs/*.md".'),
     meta: list[str] = typer.Option(None, "--meta", help="Only documents with this field value: KEY=VALUE."),
-    rerank: str = typer.Option("none", help="none, similarity or mmr."),
+    rerank: str = typer.Option("none", help=RERANK_HELP),
+    rerank_model: str = typer.Option(None, "--rerank-model", help="Chat model of --rerank llm (default: the default)."),
     as_json: bool = JSON,
 ) -> None:
     """Show the chunks retrieval finds (keyword + vector, fused), with scores and positions.
@@ -153,9 +165,9 @@ def search(
     """
     rag = _rag()
     try:
-        hits = rag.search(collection, query, top_k, _filters(source, meta), rerank)
+        hits = rag.search(collection, query, top_k, _filters(source, meta), rerank, rerank_model=rerank_model)
     finally:
-        rag.pool.close()
+        rag.close()
     show_rows(hits, HIT_COLUMNS, as_json, numbered=True)
 
 
@@ -167,7 +179,8 @@ def ask(
     top_k: int = typer.Option(5, "--top-k", "-k", help="Chunks given to the model."),
     source: str = typer.Option(None, "--source", help="Only sources matching this glob."),
     meta: list[str] = typer.Option(None, "--meta", help="Only documents with this field value: KEY=VALUE."),
-    rerank: str = typer.Option("none", help="none, similarity or mmr."),
+    rerank: str = typer.Option("none", help=RERANK_HELP),
+    rerank_model: str = typer.Option(None, "--rerank-model", help="Chat model of --rerank llm (default: the default)."),
     max_tokens: int = typer.Option(256, "--max-tokens", help="Longest answer, in tokens."),
     url: str = typer.Option(
         None, "--url", help="A running fmstack server (e.g. http://127.0.0.1:8000) instead of one in this process."
@@ -184,7 +197,8 @@ def ask(
     model = model or settings.default_model
     filters = _filters(source, meta)
     if url is None:
-        sources = _ask_here(settings, collection, model, question, max_tokens, Retrieval(top_k, filters, rerank))
+        how = Retrieval(top_k, filters, rerank, rerank_model=rerank_model)
+        sources = _ask_here(settings, collection, model, question, max_tokens, how)
     else:
         body = {
             "model": model,
@@ -194,6 +208,7 @@ def ask(
             "temperature": 0,
             "top_k": top_k,
             "rerank": rerank,
+            "rerank_model": rerank_model,
         }
         if filters:
             body["filters"] = {"source": filters.source, "metadata": filters.metadata}
@@ -231,7 +246,7 @@ def _ask_here(settings, collection: str, model: str, question: str, max_tokens: 
         async def answer() -> list[dict]:
             with console.status(f"loading {model}"):
                 await asyncio.to_thread(gateway.pool.get, model)
-            rag = Rag(gateway.sessions, settings, gateway.pool)
+            rag = Rag(gateway.sessions, settings, gateway.pool, gateway)
             reply = await rag_chat(gateway, rag, call, collection, model, request, how)
             async for delta in reply.deltas:
                 _show(delta.text)
@@ -247,7 +262,8 @@ def evaluate(
     collection: str = typer.Option(..., "--collection", "-c", help="The collection to evaluate."),
     questions: Path = typer.Option(..., "--questions", help="YAML/JSONL question set, or an eval suite."),
     k: int = typer.Option(10, "-k", help="Depth for recall@k and MRR."),
-    rerank: str = typer.Option("none", help="none, similarity or mmr."),
+    rerank: str = typer.Option("none", help=RERANK_HELP),
+    rerank_model: str = typer.Option(None, "--rerank-model", help="Chat model of --rerank llm (default: the default)."),
     output: Path = typer.Option(None, "--output", "-o", help="Write the results as JSON here."),
     cases: Path = typer.Option(
         None, "--cases", help="Also write eval-suite cases (grounded prompts + retrieved context) as JSONL here."
@@ -267,9 +283,9 @@ def evaluate(
     try:
         items = load_questions(questions)
         with console.status(f"retrieving for {len(items)} questions"):
-            result = run(rag, collection, items, k, rerank, mode)
+            result = run(rag, collection, items, k, rerank, mode, rerank_model=rerank_model)
     finally:
-        rag.pool.close()
+        rag.close()
     console.print(f"collection [bold]{collection}[/], {mode} retrieval")
     console.print(_recall_table(result))
     line = f"threshold {result.threshold}: answers {result.answered_when_answerable:.0%} of answerable"
@@ -295,3 +311,172 @@ def _recall_table(result: RetrievalEval) -> Table:
         scores = [f"{v:.3f}" for v in (*recall.values(), mrr)]
         table.add_row(level, str(result.questions), result.rerank, *scores)
     return table
+
+
+def _with_gateway():
+    """A gateway (for the model's calls, traced) and a `Rag` sharing its store and models."""
+    from fmstack.app.rag import Rag
+    from fmstack.gateway import Gateway
+
+    settings = get_settings()
+    gateway = Gateway.open(settings)
+    return gateway, Rag(gateway.sessions, settings, gateway.pool, gateway)
+
+
+def _question_set(path: Path | None):
+    from fmstack.app.rag.evaluate import load_questions
+
+    return load_questions(path) if path else None
+
+
+@rag_app.command("calibrate")
+def calibrate(
+    collection: str = typer.Option(..., "--collection", "-c", help="The collection to calibrate."),
+    model: str = typer.Option(None, "--model", "-m", help="Chat model writing the questions (default: the default)."),
+    samples: int = typer.Option(40, "--samples", help="Chunks to write a question about."),
+    questions: Path = typer.Option(None, "--questions", help="A hand-written question set to refine it with."),
+    plot: Path = typer.Option(None, "--plot", help="Where to draw the trade-off curve (PNG)."),
+    as_json: bool = JSON,
+) -> None:
+    """Choose the collection's "I don't know" threshold from the collection itself: questions the local model writes
+    about its chunks (answerable) and off-topic ones (unanswerable); stores it, prints the trade-off curve.
+
+    Example: fmstack rag calibrate --collection docs --model qwen2.5-0.5b-instruct --plot calibration.png
+    """
+    from fmstack.app.rag.calibrate import calibrate as run
+
+    gateway, rag = _with_gateway()
+    try:
+        items = _question_set(questions)
+        with console.status(f"writing questions about {collection} and measuring them"):
+            result = run(rag, gateway, collection, model or gateway.settings.default_model, samples, items, plot)
+    finally:
+        gateway.close()
+    if as_json:
+        print_json(result.as_dict())
+        return
+    previous = "the default" if result.previous is None else f"{result.previous:.3f}"
+    console.print(
+        f"[bold]{collection}[/]: min_similarity {result.threshold:.3f} (was {previous}) — answers "
+        f"{result.answered_when_answerable:.0%} of {result.answerable} answerable, says I don't know to "
+        f"{result.idk_when_unanswerable:.0%} of {result.unanswerable} unanswerable "
+        f"({result.synthetic_kept} of {result.synthetic_written} written questions kept)",
+        soft_wrap=True,
+    )
+    table = Table("threshold", "answerable answered", "unanswerable: I don't know")
+    for t, answered, idk in result.curve[20:81:5]:
+        table.add_row(f"{t:.2f}", f"{answered:.0%}", f"{idk:.0%}")
+    console.print(table)
+    if result.plot:
+        console.print(f"wrote {result.plot}")
+
+
+@rag_app.command("tune")
+def tune(
+    collection: str = typer.Option(..., "--collection", "-c", help="The collection to tune retrieval for."),
+    model: str = typer.Option(None, "--model", "-m", help="Chat model writing the questions (default: the default)."),
+    samples: int = typer.Option(200, "--samples", help="Chunks to write a training question about."),
+    epochs: int = typer.Option(2, "--epochs", help="Passes over the training pairs."),
+    questions: Path = typer.Option(None, "--questions", help="A hand-written question set the new version must pass."),
+    cross_encoder: bool = typer.Option(False, "--cross-encoder", help="Also train a cross-encoder for reranking."),
+    as_json: bool = JSON,
+) -> None:
+    """Fine-tune the embedding model on questions the local model writes about the collection, re-embed it into a
+    new index version, and switch to it only if held-out recall/MRR are no worse (the old version is kept).
+
+    Example: fmstack rag tune --collection docs --model qwen2.5-0.5b-instruct --samples 200 --cross-encoder
+    """
+    from fmstack.app.rag.tune import TuneOptions
+    from fmstack.app.rag.tune import tune as run
+
+    gateway, rag = _with_gateway()
+    try:
+        items = _question_set(questions)
+        options = TuneOptions(samples=samples, epochs=epochs, cross_encoder=cross_encoder)
+        with console.status(f"tuning retrieval for {collection}"):
+            report = run(rag, gateway, collection, model or gateway.settings.default_model, options, items)
+    finally:
+        gateway.close()
+    if as_json:
+        print_json(report.as_dict())
+        return
+    console.print(
+        f"[bold]{collection}[/]: {report.kept} of {report.written} synthetic questions kept — {report.train} to "
+        f"train, {report.held_out} held out",
+        soft_wrap=True,
+    )
+    table = Table("set", "vectors", "recall@1", "recall@5", "recall@10", "MRR@10")
+    rows = [("held out", report.before, report.after)]
+    if report.question_set:
+        rows.append(("question set", report.question_set["before"], report.question_set["after"]))
+    if report.cross_encoder:
+        rows.append(("held out, + cross-encoder", report.cross_encoder["before"], report.cross_encoder["after"]))
+    for name, before, after in rows:
+        for label, r in (("before", before), ("after", after)):
+            recall = r["recall"]
+            table.add_row(name, label, *(f"{recall[k]:.3f}" for k in ("@1", "@5", "@10")), f"{r['mrr']:.3f}")
+    console.print(table)
+    verdict = "[green]switched to[/]" if report.switched else "[yellow]kept aside[/]"
+    console.print(f"index version {report.version} {verdict}: {report.reason}", soft_wrap=True)
+
+
+@rag_app.command("reembed")
+def reembed(
+    collection: str = typer.Option(..., "--collection", "-c", help="The collection to re-embed."),
+    backend: str = typer.Option(..., "--backend", help="sentence-transformers or onnx-int8."),
+    questions: Path = typer.Option(None, "--questions", help="A question set the new version must do as well on."),
+    as_json: bool = JSON,
+) -> None:
+    """Re-make every vector of the collection with another backend as a new index version, switched atomically
+    (a collection never mixes models); with --questions, only if retrieval stays as good.
+
+    Example: fmstack rag reembed --collection docs --backend onnx-int8 --questions questions.yaml
+    """
+    from fmstack.app.rag.versions import reembed as run
+
+    rag = _rag()
+    try:
+        items = _question_set(questions)
+        with console.status(f"re-embedding {collection}"):
+            report = run(rag, collection, backend, items)
+    finally:
+        rag.close()
+    if as_json:
+        print_json(report)
+        return
+    verdict = "switched to" if report["switched"] else "kept aside (retrieval got worse)"
+    console.print(f"{collection}: {report['chunks']} chunks re-embedded by {backend}; version {report['version']} "
+                  f"{verdict}", soft_wrap=True)  # fmt: skip
+
+
+VERSION_COLUMNS = (
+    Col("version", lambda v: str(v["version"])),
+    Col("status", lambda v: v["status"]),
+    Col("backend", lambda v: v["backend"]),
+    Col("model", lambda v: v["model"]),
+    Col("why", lambda v: v["reason"] or ""),
+    Col("created", lambda v: (v["created_at"] or "")[:19]),
+)
+
+
+@rag_app.command("versions")
+def versions(
+    collection: str = typer.Option(..., "--collection", "-c", help="The collection."),
+    activate: int = typer.Option(None, "--activate", help="Switch to this kept version (atomically)."),
+    as_json: bool = JSON,
+) -> None:
+    """List the collection's index versions (active, previous, rejected), or switch back to a kept one.
+
+    Example: fmstack rag versions --collection docs --activate 1
+    """
+    from fmstack.app.rag import versions as v
+
+    rag = _rag()
+    try:
+        if activate is not None:
+            v.activate(rag, collection, activate)
+            console.print(f"{collection}: version {activate} is active")
+        rows = v.list_versions(rag, collection)
+    finally:
+        rag.close()
+    show_rows(rows, VERSION_COLUMNS, as_json)

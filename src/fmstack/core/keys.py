@@ -5,9 +5,10 @@ A key is `fmk_` and 43 URL-safe characters (256 random bits). The store keeps it
 database gives no key away. 256 random bits need no slow hash: nothing can be guessed back from the digest.
 
 Token use and spend are read from the key's traces — the cost accounting every call already has — so nothing
-extra is written per request and the limits hold across restarts. Requests per minute are also counted in memory
-as they are admitted, because a burst arrives before its traces are written; that count starts from the key's
-traces of the last minute.
+extra is written per request and the limits hold across restarts. They are checked before a request, against the
+calls that have finished: the call that crosses a limit completes, the next one is refused. Requests per minute
+are also counted in memory as they are admitted, because a burst arrives before its traces are written; that
+count starts from the key's traces of the last minute.
 
 ```python
 from fmstack.core.config import get_settings

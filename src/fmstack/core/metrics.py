@@ -1,4 +1,4 @@
-"""Prometheus metrics: what an operator watches (latency, TTFT, TPOT, tokens, cost, queue, in flight)."""
+"""Prometheus metrics: what an operator watches (latency, TTFT, TPOT, tokens, cost, queue, in flight, A/B splits)."""
 
 from __future__ import annotations
 
@@ -45,6 +45,35 @@ class Metrics:
         self.cost = Counter("fmstack_cost_usd", "Cost in US dollars at the registry's prices", ["model"], registry=r)
         self.in_flight = Gauge("fmstack_requests_in_flight", "Requests being served", ["model"], registry=r)
         self.queue_depth = Gauge("fmstack_queue_depth", "Requests waiting for a model", ["model"], registry=r)
+        # what the llama.cpp engine's optimisations saved: hit rate = prefix_cache_hits / requests
+        self.prefix_cache_hits = Counter(
+            "fmstack_prefix_cache_hits", "Requests that reused a cached prompt prefix", ["model"], registry=r
+        )
+        self.prefix_cache_tokens = Counter(
+            "fmstack_prefix_cache_tokens",
+            "Prompt tokens taken from the prefix cache, not prefilled",
+            ["model"],
+            registry=r,
+        )
+        self.draft_tokens = Counter(
+            "fmstack_speculative_draft_tokens", "Tokens drafted by prompt lookup and verified", ["model"], registry=r
+        )
+        self.accepted_tokens = Counter(
+            "fmstack_speculative_accepted_tokens",
+            "Drafted tokens the model kept (acceptance = accepted / draft)",
+            ["model"],
+            registry=r,
+        )
+        self.ab_requests = Counter(
+            "fmstack_ab_requests", "Requests to A/B routes", ["route", "variant", "status"], registry=r
+        )
+        self.ab_latency = Histogram(
+            "fmstack_ab_request_latency_seconds",
+            "End-to-end latency of A/B route requests",
+            ["route", "variant"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self._queue_depths = queue_depths
         if trace_scores is not None:
             self.registry.register(_TraceScores(trace_scores))
@@ -57,6 +86,14 @@ class Metrics:
         self.tokens.labels(model, "in").inc(row["prompt_tokens"])  # work done counts even if cut short
         self.tokens.labels(model, "out").inc(row["completion_tokens"])
         self.cost.labels(model).inc(row["cost"])
+        if row.get("cached_tokens"):
+            self.prefix_cache_hits.labels(model).inc()
+            self.prefix_cache_tokens.labels(model).inc(row["cached_tokens"])
+        if row.get("draft_tokens"):
+            self.draft_tokens.labels(model).inc(row["draft_tokens"])
+            self.accepted_tokens.labels(model).inc(row.get("accepted_tokens") or 0)
+        if row.get("route"):  # routes and their variants are the store's, so their labels stay few
+            self._observe_ab(row)
         if row["status"] != "ok":
             return
         self.latency.labels(model).observe(row["latency_ms"] / 1000)
@@ -65,6 +102,11 @@ class Metrics:
             if row["completion_tokens"] > 1:
                 tpot = (row["latency_ms"] - row["ttft_ms"]) / 1000 / (row["completion_tokens"] - 1)
                 self.tpot.labels(model).observe(tpot)
+
+    def _observe_ab(self, row: dict) -> None:
+        self.ab_requests.labels(row["route"], row["variant"], row["status"]).inc()
+        if row["status"] == "ok":
+            self.ab_latency.labels(row["route"], row["variant"]).observe(row["latency_ms"] / 1000)
 
     def render(self) -> bytes:
         for model, depth in self._queue_depths().items():

@@ -31,6 +31,9 @@ class GenerationRequest:
     logprobs: bool = False
     top_logprobs: int = 0
     speculative: bool | None = None  # prompt-lookup drafts (llama.cpp engine); None: the engine's default
+    tools: list[dict] | None = None  # OpenAI's function tools; see engines/tools.py
+    tool_choice: str | dict | None = None  # none | auto | required | {"type": "function", "function": {"name"}}
+    parallel_tool_calls: bool = True
 
 
 @dataclass

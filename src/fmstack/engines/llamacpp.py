@@ -20,6 +20,7 @@ from llama_cpp.llama_grammar import JSON_GBNF, LlamaGrammar
 from fmstack.core.config import Settings
 from fmstack.core.errors import InvalidRequest
 from fmstack.core.registry import ModelSpec
+from fmstack.engines import tools
 from fmstack.engines.base import (
     Engine,
     GenerationRequest,
@@ -82,22 +83,40 @@ class LlamaCppEngine(Engine):
                 raise InvalidRequest(
                     f"Model '{self.spec.name}' has no chat template; use /v1/completions.", param="model"
                 )
+            tooling = self._tool_plan(request)
+            messages, offered_tools = (tooling.messages, tooling.tools) if tooling else (request.messages, None)
             try:
-                prompt = self.formatter(messages=request.messages).prompt
+                prompt = self.formatter(messages=messages, tools=offered_tools).prompt
             except Exception as exc:  # the template's own raise_exception: e.g. roles out of order
                 raise InvalidRequest(f"The chat template rejected the messages: {exc}", param="messages") from exc
             tokens = self.model.tokenize(prompt.encode(), add_bos=False, special=True)
         else:
+            tooling = None
             prompt = request.prompt or ""
             tokens = self.model.tokenize(prompt.encode(), add_bos=True, special=False)
         if not tokens:
             raise InvalidRequest("The prompt is empty.", param="prompt")
         max_tokens = check_context(len(tokens), request.max_tokens, self.context_length)
         check_logit_bias(request.logit_bias, self.model.n_vocab())
-        grammar = _grammar(request.response_format)
+        grammar = tooling.constraint if tooling and tooling.constraint else _grammar(request.response_format)
         if grammar is not None:
             check_grammar(self.model.vocab, grammar)
         return Prepared(request, prompt, len(tokens), max_tokens, tokens, grammar)
+
+    def _tool_plan(self, request: GenerationRequest) -> tools.ToolPlan | None:
+        """Tools offered by the GGUF's own template when it renders them (Qwen2.5's does), else by fmstack's
+        generic prompt; None for a request without tools or tool messages."""
+        if not tools.involved(request.messages, request.tools):
+            return None
+        knows = "tools" in (self.model.metadata().get("tokenizer.chat_template") or "")
+        return tools.plan(
+            request.messages,
+            request.tools,
+            request.tool_choice,
+            request.parallel_tool_calls,
+            knows,
+            request.response_format,
+        )
 
     def stream(self, prepared: Prepared):
         return self.runner.submit(prepared)

@@ -20,6 +20,7 @@ import numpy as np
 from fmstack.core.errors import InvalidRequest
 from fmstack.engines.base import GenerationRequest, TopLogprob
 from fmstack.engines.decoding import LogprobEntry
+from fmstack.engines.tools import LazyGrammar
 
 
 class SequenceSampler:
@@ -63,9 +64,16 @@ class SequenceSampler:
             self._chain = None
 
 
-def grammar_sampler(vocab: llama_cpp.llama_vocab_p, grammar: str) -> llama_cpp.llama_sampler_p:
-    """llama.cpp's GBNF sampler; it returns NULL on a grammar it cannot parse."""
-    sampler = llama_cpp.llama_sampler_init_grammar(vocab, grammar.encode(), b"root")
+def grammar_sampler(vocab: llama_cpp.llama_vocab_p, grammar: str | LazyGrammar) -> llama_cpp.llama_sampler_p:
+    """llama.cpp's GBNF sampler (lazy: it starts where a trigger pattern matches); NULL on a grammar it cannot
+    parse."""
+    if isinstance(grammar, LazyGrammar):
+        patterns = (ctypes.c_char_p * len(grammar.patterns))(*(p.encode() for p in grammar.patterns))
+        sampler = llama_cpp.llama_sampler_init_grammar_lazy_patterns(
+            vocab, grammar.grammar.encode(), b"root", patterns, len(grammar.patterns), None, 0
+        )
+    else:
+        sampler = llama_cpp.llama_sampler_init_grammar(vocab, grammar.encode(), b"root")
     if not sampler:
         raise InvalidRequest("The JSON schema gave a grammar llama.cpp could not parse.", param="response_format")
     return sampler

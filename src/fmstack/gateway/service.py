@@ -20,6 +20,7 @@ from fmstack.engines.embeddings import EmbeddingEngine
 from fmstack.engines.pool import EnginePool
 from fmstack.gateway.call import Call, CallContext
 from fmstack.gateway.choices import choices
+from fmstack.gateway.routes import Router
 
 
 @dataclass
@@ -46,6 +47,7 @@ class Gateway:
         self.registry = self.pool.registry
         self.writer = TraceWriter(sessions)
         self.metrics = Metrics(self.queue_depths, self.trace_scores)
+        self.router = Router(sessions)
 
     @classmethod
     def open(cls, settings: Settings | None = None) -> Gateway:
@@ -65,6 +67,7 @@ class Gateway:
         fails at once) raises here, with the call already closed, so a server can still answer with a status code.
         """
         try:
+            model = await asyncio.to_thread(self.router.route, call, model)  # an A/B route's name: its variant
             call.use(self.registry.get(model))
             engine = await asyncio.to_thread(self.pool.chat, model)
             prepared = engine.prepare(request)

@@ -16,7 +16,17 @@ from fmstack.core.config import Settings, get_settings
 from fmstack.core.errors import FmstackError
 from fmstack.core.keys import KeyStore
 from fmstack.gateway import Gateway
-from fmstack.server import keys_api, openai_api, prompts_api, rag_api, responses_api, ui_api
+from fmstack.server import (
+    ab_api,
+    dashboard_api,
+    keys_api,
+    openai_api,
+    prompts_api,
+    rag_api,
+    responses_api,
+    review_api,
+    ui_api,
+)
 from fmstack.server.auth import Auth
 from fmstack.server.deps import context_of
 from fmstack.server.limits import BodyLimit
@@ -52,6 +62,9 @@ def create_app(settings: Settings | None = None, preload: list[str] | None = Non
     app.include_router(prompts_api.router)
     app.include_router(rag_api.router)
     app.include_router(keys_api.router)
+    app.include_router(review_api.router)
+    app.include_router(ab_api.router)
+    app.include_router(dashboard_api.router)
     _install_error_handlers(app, gateway)
 
     @app.get("/healthz", tags=["fmstack"])

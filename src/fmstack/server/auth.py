@@ -1,11 +1,12 @@
 """API keys over HTTP: `Authorization: Bearer KEY` on every /v1 and /api route, once a key exists.
 
 Until the first key is created nothing changes: a server on loopback answers everyone, as before (`fmstack up`
-refuses other interfaces without a key). From then on — revoking every key does not turn it off — a request needs
-an active key (401), with the scope its route needs (403), within the key's limits (429 with Retry-After;
-`insufficient_quota` over budget). The check runs before the body is read, and a refused request is not traced: it
-never reached a model, and a flood of them must not fill the store. /healthz, /metrics (aggregate numbers, no
-messages, no names), the pages and the OpenAPI schema stay open; the pages ask for a key when the API says 401.
+refuses other interfaces without a key). A running server notices its first key within a second; from then on —
+revoking every key does not turn it off — a request needs an active key (401), with the scope its route needs
+(403), within the key's limits (429 with Retry-After; `insufficient_quota` over budget). The check runs before the
+body is read, and a refused request is not traced: it never reached a model, and a flood of them must not fill the
+store. /healthz, /metrics (aggregate numbers, no messages, no names), the pages and the OpenAPI schema stay open;
+the pages ask for a key when the API says 401.
 
 Each route's scope is in `RULES`; a /v1 or /api route not listed there needs `admin`, so a new route stays closed
 until someone decides who may call it.
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from dataclasses import dataclass
 
 from fastapi.responses import JSONResponse
@@ -24,6 +26,7 @@ from fmstack.core.errors import FmstackError
 from fmstack.core.keys import InvalidApiKey, Key, KeyStore, Limiter, MissingScope
 
 PROTECTED = ("/v1/", "/api/")
+LOOK_EVERY = 1.0  # seconds between looks for a first key while there is none
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,7 @@ RULES = (
     _rule("POST", r"/v1/rag/[^/]+/(search|chat/completions)", "inference", metered=True),
     _rule("POST", r"/v1/prompts/[^/]+/render", "inference"),
     _rule("POST", r"/v1/prompts/[^/]+/chat/completions", "inference", metered=True),
+    _rule("GET", r"/v1/reviews/pending/[^/]+", "inference"),  # a crawl client waiting for its held answer
     _rule("POST", r"/v1/feedback", "feedback"),
 )
 ADMIN = Rule("*", re.compile(".*"), "admin")
@@ -64,10 +68,11 @@ class Auth:
         self.app = app
         self.keys = keys
         self.limiter = Limiter(keys)
-        self._on = False
+        self._on = keys.exists()  # known before the first request, which must not slip through
+        self._next_look = time.monotonic() + LOOK_EVERY
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or not scope["path"].startswith(PROTECTED):
+        if scope["type"] != "http" or not scope["path"].startswith(PROTECTED) or not await self._enabled():
             return await self.app(scope, receive, send)
         authorization = Headers(scope=scope).get("authorization")
         try:
@@ -75,28 +80,28 @@ class Auth:
         except FmstackError as exc:
             response = JSONResponse(exc.to_body(), status_code=exc.status, headers=exc.headers())
             return await response(scope, receive, send)
-        if key is not None:
-            scope.setdefault("state", {})["api_key"] = key
+        scope.setdefault("state", {})["api_key"] = key
         await self.app(scope, receive, send)
 
-    def check(self, method: str, path: str, authorization: str | None) -> Key | None:
-        """The request's key, allowed on this route and within its limits; None while no key exists."""
-        if not self.enabled():
-            return None
+    def check(self, method: str, path: str, authorization: str | None) -> Key:
+        """The request's key, allowed on this route and within its limits."""
         key = self.keys.authenticate(_bearer(authorization))
         rule = rule_for(method, path)
         if not key.allows(rule.scope):
             raise MissingScope(
-                f"The key '{key.name}' may use {', '.join(key.scopes)}; {method} {path} needs the '{rule.scope}' "
-                "scope."
+                f"The key '{key.name}' may use {', '.join(key.scopes)}; {method} {path} needs the '{rule.scope}' scope."
             )
         if rule.metered:
             self.limiter.admit(key)
         return key
 
-    def enabled(self) -> bool:
-        """Keys are on from the first one; a key is never deleted, so once on they stay on in this process."""
-        self._on = self._on or self.keys.exists()
+    async def _enabled(self) -> bool:
+        """Keys are on from the first one and, as keys are never deleted, stay on. While they are off the store is
+        asked at most every LOOK_EVERY seconds (a key made by `fmstack keys create` meanwhile), so a server without
+        keys pays nothing per request."""
+        if not self._on and time.monotonic() >= self._next_look:
+            self._next_look = time.monotonic() + LOOK_EVERY
+            self._on = await asyncio.to_thread(self.keys.exists)
         return self._on
 
 

@@ -1,17 +1,37 @@
 """API keys over HTTP, for admins (the `admin` scope, `server.auth`): list, create, revoke, rotate — what
-`fmstack keys` does, for a server managed from elsewhere. A secret appears once, in the answer that made it."""
+`fmstack keys` does, for a server managed from elsewhere. A secret appears once, in the answer that made it.
+
+Only with an admin key: while no key exists, anyone who can connect could make the first one and lock the operator
+out, so the first key is made on the server's machine, with `fmstack keys create`."""
 
 from __future__ import annotations
 
 import asyncio
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 
+from fmstack.core.errors import FmstackError
 from fmstack.core.keys import KeyStore
 from fmstack.server.deps import gateway_of
 
-router = APIRouter(prefix="/v1/keys", tags=["API keys"])
+
+class NoAdminKey(FmstackError):
+    status = 403
+    type = "permission_error"
+
+
+def _admin_key(request: Request) -> None:
+    """`server.auth` has checked the key's scope; without a key, authentication is off and nobody is an admin."""
+    if getattr(request.state, "api_key", None) is None:
+        raise NoAdminKey(
+            "Keys are managed over HTTP with an admin key only. Make the first key on the server's machine: "
+            "fmstack keys create --name admin --scope admin",
+            code="admin_key_required",
+        )
+
+
+router = APIRouter(prefix="/v1/keys", tags=["API keys"], dependencies=[Depends(_admin_key)])
 
 
 class KeyCreate(BaseModel):

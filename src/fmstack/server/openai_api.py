@@ -5,16 +5,19 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import json
 from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
+from fmstack.app.review.queue import queue_thumbs_down
 from fmstack.core.errors import FmstackError
 from fmstack.core.store.traces import add_feedback
 from fmstack.engines.base import Delta
 from fmstack.gateway import Call
+from fmstack.server import review_api
 from fmstack.server.deps import context_of, gateway_of
 from fmstack.server.schemas import (
     ChatCompletionRequest,
@@ -102,19 +105,34 @@ async def respond(
     events: AsyncIterator[Delta],
     extra: dict | None = None,
 ):
-    """Send a call's events as an OpenAI response: one JSON object, or SSE chunks when `body.stream`."""
+    """Send a call's events as an OpenAI response: one JSON object, or SSE chunks when `body.stream`. The answer of
+    an app under human review goes out as its policy says (`review_api.review`): held for a person in crawl."""
+    send = functools.partial(_send, call, body, chat, request, extra=extra)
+    return await review_api.review(request, call, body, events, send)
+
+
+async def _send(
+    call: Call,
+    body: ChatCompletionRequest | CompletionRequest,
+    chat: bool,
+    request: Request,
+    events: AsyncIterator[Delta],
+    extra: dict | None = None,
+    headers: dict | None = None,
+):
     shape = ChatShape(call, body) if chat else CompletionShape(call, body)
+    headers = {"X-Fmstack-Trace-Id": call.id} | (headers or {})
     if body.stream:
         return StreamingResponse(
             _sse(shape, events, extra),
             media_type="text/event-stream",
-            headers={"X-Fmstack-Trace-Id": call.id, "Cache-Control": "no-cache"},
+            headers=headers | {"Cache-Control": "no-cache"},
         )
     deltas = await _collect(events, request)
     if deltas is None:
         return Response(status_code=499)  # nobody is listening any more
     await call.committed()  # a client that saw the whole answer will find its trace
-    return JSONResponse(shape.whole(deltas) | (extra or {}), headers={"X-Fmstack-Trace-Id": call.id})
+    return JSONResponse(shape.whole(deltas) | (extra or {}), headers=headers)
 
 
 async def _collect(events: AsyncIterator[Delta], request: Request, poll: float = 0.25) -> list[Delta] | None:
@@ -142,7 +160,8 @@ async def _sse(shape, events: AsyncIterator[Delta], extra: dict | None = None) -
         for first in shape.first_chunks():
             yield data(first)
         async for delta in events:
-            yield data(shape.chunk(delta))
+            if (chunk := shape.chunk(delta)) is not None:
+                yield data(chunk)
         await shape.call.committed()  # a client that saw the whole answer will find its trace
         for last in shape.last_chunks():
             yield data(last)
@@ -186,6 +205,8 @@ async def feedback(body: FeedbackRequest, request: Request) -> dict:
         gateway.writer.flush()  # the trace may still be on its way to the store
         with gateway.sessions.begin() as session:
             row = add_feedback(session, body.trace_id, body.rating, body.correction, body.comment)
+            if row.rating == -1:
+                queue_thumbs_down(session, row.trace_id)  # an app under review: a person sees every thumbs-down
             return {"object": "feedback", "id": row.id, "trace_id": row.trace_id, "rating": row.rating}
 
     return await asyncio.to_thread(store)

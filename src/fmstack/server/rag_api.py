@@ -1,9 +1,10 @@
 """RAG over HTTP: list collections, search one, and chat completions grounded in it.
 
 `POST /v1/rag/{collection}/chat/completions` takes a normal chat-completions body (plus `top_k`, `filters`,
-`rerank`, `min_similarity`) and answers like /v1/chat/completions — the same engine path, streaming, errors and
-trace — with a `sources` array: in the JSON response, and as the last SSE chunk before `data: [DONE]`. The trace
-records the retrieved chunks in `retrieval`.
+`rerank`, `rerank_model`, and `min_similarity`, the collection's calibrated threshold when not given) and answers
+like /v1/chat/completions — the same engine path, streaming, errors and trace — with a `sources` array: in the
+JSON response, and as the last SSE chunk before `data: [DONE]`. The trace records the retrieved chunks in
+`retrieval`.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from fmstack.app.rag import Filters, Rag
-from fmstack.app.rag.answer import MIN_SIMILARITY
 from fmstack.app.rag.chat import Retrieval, rag_chat
 from fmstack.core.errors import InvalidRequest
 from fmstack.server import openai_api
@@ -39,8 +39,11 @@ class FilterSpec(BaseModel):
 class RetrievalOptions(BaseModel):
     top_k: int = Field(5, ge=1, le=20, description="chunks given to the model")
     filters: FilterSpec | None = None
-    rerank: str = Field("none", description="none | similarity | mmr")
-    min_similarity: float = Field(MIN_SIMILARITY, ge=-1, le=1, description="below it a chunk is not relevant")
+    rerank: str = Field("none", description="none | similarity | mmr | llm | cross-encoder")
+    rerank_model: str | None = Field(None, description="chat model of rerank=llm (default: FMSTACK_DEFAULT_MODEL)")
+    min_similarity: float | None = Field(
+        None, ge=-1, le=1, description="below it a chunk is not relevant (default: the collection's calibrated one)"
+    )
 
 
 class RagChatRequest(ChatCompletionRequest, RetrievalOptions):
@@ -59,7 +62,7 @@ def get_rag(request: Request) -> Rag:
         with _LOCK:
             if getattr(state, "rag", None) is None:
                 gateway = state.gateway
-                state.rag = Rag(gateway.sessions, gateway.settings, gateway.pool)
+                state.rag = Rag(gateway.sessions, gateway.settings, gateway.pool, gateway)
     return state.rag
 
 
@@ -74,7 +77,9 @@ async def search(collection: str, body: SearchRequest, request: Request) -> dict
     """The chunks retrieval finds for `query`, best first, with their scores and positions."""
     rag = get_rag(request)
     filters = body.filters.to_filters() if body.filters else None
-    hits = await asyncio.to_thread(rag.search, collection, body.query, body.top_k, filters, body.rerank)
+    hits = await asyncio.to_thread(
+        rag.search, collection, body.query, body.top_k, filters, body.rerank, rerank_model=body.rerank_model
+    )
     return {"object": "list", "collection": collection, "data": [h.as_dict() for h in hits]}
 
 
@@ -89,7 +94,7 @@ async def chat_completions(collection: str, body: RagChatRequest, request: Reque
             raise InvalidRequest("A RAG answer has one choice: send n = 1.", param="n")
         generation = body.to_generation()
         filters = body.filters.to_filters() if body.filters else None
-        how = Retrieval(body.top_k, filters, body.rerank, body.min_similarity)
+        how = Retrieval(body.top_k, filters, body.rerank, body.min_similarity, body.rerank_model)
     except Exception as exc:
         call.fail(exc)
         raise

@@ -66,11 +66,11 @@ class ChatCompletionRequest(_Sampling):
     response_format: dict[str, Any] | None = None
     logprobs: bool = False
     top_logprobs: int = Field(0, ge=0, le=20)
-    tools: list[dict] | None = None
+    tools: list[dict[str, Any]] | None = Field(None, description='[{"type": "function", "function": {...}}]')
+    tool_choice: Literal["none", "auto", "required"] | dict[str, Any] | None = None
+    parallel_tool_calls: bool = True
 
     def to_generation(self) -> GenerationRequest:
-        if self.tools:
-            raise InvalidRequest("Tool calling is not supported yet; send the request without 'tools'.", param="tools")
         if self.top_logprobs and not self.logprobs:
             raise InvalidRequest("top_logprobs needs logprobs: true.", param="top_logprobs")
         return GenerationRequest(
@@ -84,7 +84,15 @@ class ChatCompletionRequest(_Sampling):
             response_format=self.response_format,
             logprobs=self.logprobs,
             top_logprobs=self.top_logprobs,
+            tools=self.tools,
+            tool_choice=self.tool_choice,
+            parallel_tool_calls=self.parallel_tool_calls,
         )
+
+    @property
+    def with_tools(self) -> bool:
+        """Whether the answer may hold tool calls (then the response parses them out of the text)."""
+        return bool(self.tools) and self.tool_choice != "none"
 
 
 class CompletionRequest(_Sampling):

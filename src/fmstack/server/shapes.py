@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+from fmstack.engines import tools
 from fmstack.engines.base import Delta
 from fmstack.gateway import Call
 
@@ -57,7 +58,8 @@ class Shape:
     def choice(self, index: int, deltas: list[Delta]) -> dict:
         raise NotImplementedError
 
-    def chunk(self, delta: Delta) -> dict:
+    def chunk(self, delta: Delta) -> dict | None:
+        """The chunk for `delta`, or None when there is nothing to send yet."""
         raise NotImplementedError
 
     def last_chunks(self) -> list[dict]:
@@ -85,12 +87,16 @@ class ChatShape(Shape):
         }
 
     def choice(self, index: int, deltas: list[Delta]) -> dict:
-        message = {"role": "assistant", "content": "".join(d.text for d in deltas)}
+        text = "".join(d.text for d in deltas)
+        content, calls = tools.parse(text) if self.body.with_tools else (text, [])
+        message = {"role": "assistant", "content": (content or None) if calls else content}
+        if calls:
+            message["tool_calls"] = calls
         return {
             "index": index,
             "message": message,
             "logprobs": self._logprobs(deltas),
-            "finish_reason": self.call.reason(index),
+            "finish_reason": "tool_calls" if calls else self.call.reason(index),
         }
 
     def _chunk(self, index: int, delta: dict, logprobs: dict | None = None, reason: str | None = None) -> dict:
@@ -98,13 +104,27 @@ class ChatShape(Shape):
         return self.base(self.chunk_name) | {"choices": [choice]}
 
     def first_chunks(self) -> list[dict]:
+        if self.body.with_tools:
+            self._streams = {i: tools.ToolStream() for i in self.indexes}
         return [self._chunk(i, {"role": "assistant", "content": ""}) for i in self.indexes]
 
-    def chunk(self, delta: Delta) -> dict:
-        return self._chunk(delta.index, {"content": delta.text}, self._logprobs([delta]))
+    def chunk(self, delta: Delta) -> dict | None:
+        text = self._streams[delta.index].push(delta.text) if self.body.with_tools else delta.text
+        if not text and self.body.with_tools:
+            return None  # held back: it may be the start of a tool call
+        return self._chunk(delta.index, {"content": text}, self._logprobs([delta]))
 
     def last_chunks(self) -> list[dict]:
-        return [self._chunk(i, {}, reason=self.call.reason(i)) for i in self.indexes]
+        chunks = []
+        for i in self.indexes:
+            rest, calls = self._streams[i].finish() if self.body.with_tools else ("", [])
+            if rest:
+                chunks.append(self._chunk(i, {"content": rest}))
+            if calls:
+                deltas = [{"index": n} | call for n, call in enumerate(calls)]
+                chunks.append(self._chunk(i, {"tool_calls": deltas}))
+            chunks.append(self._chunk(i, {}, reason="tool_calls" if calls else self.call.reason(i)))
+        return chunks
 
 
 class CompletionShape(Shape):

@@ -108,6 +108,8 @@ def test_bad_requests_are_clear_errors(wiki):
     with pytest.raises(NotFound, match="No collection named 'nope'. Known collections: wiki"):
         rag.search("nope", "anything")
     with pytest.raises(InvalidRequest, match="rerank"):
+        rag.search("wiki", "anything", rerank="colbert")
+    with pytest.raises(InvalidRequest, match="No cross-encoder at .*fmstack rag tune --cross-encoder"):
         rag.search("wiki", "anything", rerank="cross-encoder")
     with pytest.raises(InvalidRequest, match="empty"):
         rag.search("wiki", "  ")

@@ -11,7 +11,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
 
-from fmstack.app.rag.answer import MIN_SIMILARITY, ground, i_dont_know, question_of
+from fmstack.app.rag.answer import ground, i_dont_know, question_of
 from fmstack.app.rag.retrieve import Filters
 from fmstack.app.rag.service import Rag
 from fmstack.core.errors import InvalidRequest
@@ -26,7 +26,8 @@ class Retrieval:
     top_k: int = 5
     filters: Filters | None = None
     rerank: str = "none"
-    min_similarity: float = MIN_SIMILARITY
+    min_similarity: float | None = None  # None: the collection's calibrated threshold, else MIN_SIMILARITY
+    rerank_model: str | None = None  # the chat model of `rerank="llm"` (default: FMSTACK_DEFAULT_MODEL)
 
 
 @dataclass
@@ -46,8 +47,13 @@ async def rag_chat(
         question = question_of(messages)
         if not question.strip():
             raise InvalidRequest("The last user message is empty: there is nothing to retrieve for.", param="messages")
-        hits = await asyncio.to_thread(rag.search, collection, question, how.top_k, how.filters, how.rerank)
-        grounding = ground(messages, hits, how.min_similarity)
+        threshold = how.min_similarity
+        if threshold is None:
+            threshold = await asyncio.to_thread(rag.threshold, collection)
+        hits = await asyncio.to_thread(
+            rag.search, collection, question, how.top_k, how.filters, how.rerank, rerank_model=how.rerank_model
+        )
+        grounding = ground(messages, hits, threshold)
     except Exception as exc:
         call.fail(exc)
         raise
@@ -57,7 +63,7 @@ async def rag_chat(
         "top_k": how.top_k,
         "rerank": how.rerank,
         "filters": {"source": how.filters.source, "metadata": how.filters.metadata} if how.filters else None,
-        "min_similarity": how.min_similarity,
+        "min_similarity": threshold,
         "answered": grounding.answerable,
         "chunks": grounding.sources,
         "retrieved": [{"chunk_id": h.chunk_id, "source": h.source, "similarity": h.similarity} for h in hits],

@@ -25,9 +25,13 @@ STRATEGIES = ("tokens", "structure")
 
 @dataclass(frozen=True)
 class ChunkConfig:
+    """`contextual`: every chunk's heading path starts with its document's title, so the title is embedded and
+    keyword-indexed with each passage (Anthropic's "contextual retrieval", without the model-written line)."""
+
     chunk_tokens: int = 200
     overlap: int = 40
     by: str = "tokens"
+    contextual: bool = False
 
     def check(self, max_tokens: int) -> None:
         if self.by not in STRATEGIES:
@@ -48,7 +52,8 @@ class ChunkConfig:
     @property
     def key(self) -> str:
         """Stored with each document: different settings mean its chunks must be made again."""
-        return f"{self.by}:{self.chunk_tokens}:{self.overlap if self.by == 'tokens' else 0}"
+        key = f"{self.by}:{self.chunk_tokens}:{self.overlap if self.by == 'tokens' else 0}"
+        return key + (":contextual" if self.contextual else "")
 
 
 @dataclass
@@ -100,9 +105,13 @@ class Tokenizer:
 def chunk_document(parsed: Parsed, config: ChunkConfig, tokenizer: Tokenizer) -> list[Chunk]:
     if not parsed.blocks:
         return []
-    if config.by == "tokens":
-        return _by_tokens(parsed, config, tokenizer)
-    return _by_structure(parsed, config, tokenizer)
+    split = _by_tokens if config.by == "tokens" else _by_structure
+    chunks = split(parsed, config, tokenizer)
+    if config.contextual and parsed.title:
+        for chunk in chunks:
+            if not chunk.heading or chunk.heading[0] != parsed.title:
+                chunk.heading = (parsed.title, *chunk.heading)
+    return chunks
 
 
 def _segments(parsed: Parsed) -> list[list[Block]]:

@@ -11,6 +11,7 @@ from pathlib import Path
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from fmstack.app.rag.embedders import EmbedderSpec
 from fmstack.core.errors import InvalidRequest, NotFound
 from fmstack.core.store.schema import RagChunk, RagCollection, RagDocument, utcnow
 
@@ -43,24 +44,41 @@ def get_collection(session: Session, name: str) -> RagCollection:
     return row
 
 
+def spec_of(collection: RagCollection) -> EmbedderSpec:
+    """The model that made (and must make) every vector of the collection."""
+    return EmbedderSpec(collection.embedding_model, collection.embedding_backend or "sentence-transformers",
+                        collection.embedding_path)  # fmt: skip
+
+
 def get_or_create(
-    session: Session, name: str, embedding_model: str, dimensions: Callable[[], int], config: dict
+    session: Session, name: str, spec: EmbedderSpec, dimensions: Callable[[], int], config: dict, backend_asked: bool
 ) -> RagCollection:
-    """The collection, created on first use (`dimensions` is only asked then: it loads the embedding model)."""
+    """The collection, created on first use with `spec` (`dimensions` is only asked then: it loads the model). An
+    existing collection keeps its own model: asking for another (`backend_asked`) is refused, never mixed in."""
     check_name(name)
     row = session.scalar(select(RagCollection).where(RagCollection.name == name))
     if row is not None:
-        if row.embedding_model != embedding_model:
+        if row.embedding_model != spec.model:
             raise InvalidRequest(
-                f"Collection '{name}' was embedded with '{row.embedding_model}', not '{embedding_model}'; "
+                f"Collection '{name}' was embedded with '{row.embedding_model}', not '{spec.model}'; "
                 "ingest into a new collection to change the model.",
                 param="collection",
+            )
+        if backend_asked and row.embedding_backend != spec.backend:
+            raise InvalidRequest(
+                f"Collection '{name}' holds vectors made by the {row.embedding_backend} backend, not {spec.backend}: "
+                f"one collection never mixes models. Re-embed it all with "
+                f"`fmstack rag reembed --collection {name} --backend {spec.backend}`.",
+                param="backend",
             )
         return row
     row = RagCollection(
         uid=uuid.uuid4().hex,
         name=name,
-        embedding_model=embedding_model,
+        embedding_model=spec.model,
+        embedding_backend=spec.backend,
+        embedding_path=spec.path,
+        index_version=1,
         dimensions=dimensions(),
         generation=0,
         config=config,
@@ -83,6 +101,9 @@ def list_collections(session: Session) -> list[dict]:
             "documents": docs.get(c.id, 0),
             "chunks": chunks.get(c.id, 0),
             "embedding_model": c.embedding_model,
+            "backend": c.embedding_backend + (" (tuned)" if c.embedding_path else ""),
+            "index_version": c.index_version,
+            "min_similarity": c.min_similarity,
             "updated_at": c.updated_at.isoformat(),
         }
         for c in session.scalars(select(RagCollection).order_by(RagCollection.name))

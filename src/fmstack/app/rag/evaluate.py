@@ -16,7 +16,7 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from fmstack.app.rag.answer import MIN_SIMILARITY, ground
+from fmstack.app.rag.answer import ground
 from fmstack.app.rag.retrieve import Hit
 from fmstack.core.errors import FmstackError
 
@@ -97,7 +97,7 @@ class RetrievalEval:
         for q in self.asked:
             if not q.answerable:
                 continue
-            grounding = ground([{"role": "user", "content": q.question}], self.hits[q.id][:top_k])
+            grounding = ground([{"role": "user", "content": q.question}], self.hits[q.id][:top_k], self.threshold)
             rows.append(
                 {
                     "id": q.id,
@@ -158,14 +158,22 @@ def load_questions(path: Path) -> list[Question]:
 
 
 def evaluate(
-    rag, collection: str, questions: list[Question], k: int = 10, rerank: str | None = None, mode: str = "hybrid"
+    rag,
+    collection: str,
+    questions: list[Question],
+    k: int = 10,
+    rerank: str | None = None,
+    mode: str = "hybrid",
+    **search,
 ) -> RetrievalEval:
     """Run every question through retrieval; recall@k (a relevant chunk in the top k), MRR@k, and how the
-    similarity threshold separates answerable from unanswerable questions."""
+    collection's "I don't know" threshold separates answerable from unanswerable questions. `search` goes to
+    `Rag.search` (`rerank_model`; `embed` and `index` to evaluate an index version before switching to it)."""
+    threshold = rag.threshold(collection)
     results: list[QuestionResult] = []
     hits_by_question: dict[str, list[Hit]] = {}
     for q in questions:
-        hits = rag.search(collection, q.question, top_k=k, rerank=rerank, mode=mode)
+        hits = rag.search(collection, q.question, top_k=k, rerank=rerank, mode=mode, **search)
         hits_by_question[q.id] = hits
         rank = next((i for i, h in enumerate(hits, 1) if q.relevant(h)), None) if q.answerable else None
         answer_rank = None
@@ -202,12 +210,10 @@ def evaluate(
             if c <= k and with_ref
         },
         answer_mrr=sum(1 / r.answer_rank for r in with_ref if r.answer_rank) / len(with_ref) if with_ref else None,
-        threshold=MIN_SIMILARITY,
-        answered_when_answerable=sum((r.top_similarity or 0) >= MIN_SIMILARITY for r in answerable) / n,
+        threshold=threshold,
+        answered_when_answerable=sum((r.top_similarity or 0) >= threshold for r in answerable) / n,
         idk_when_unanswerable=(
-            sum((r.top_similarity or 0) < MIN_SIMILARITY for r in unanswerable) / len(unanswerable)
-            if unanswerable
-            else None
+            sum((r.top_similarity or 0) < threshold for r in unanswerable) / len(unanswerable) if unanswerable else None
         ),
         top_similarity={
             "answerable": sorted(r.top_similarity or 0 for r in answerable),

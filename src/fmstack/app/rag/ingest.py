@@ -23,7 +23,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from fmstack.app.rag.chunking import Chunk, ChunkConfig, chunk_document
-from fmstack.app.rag.collections import get_or_create
+from fmstack.app.rag.collections import get_or_create, spec_of
 from fmstack.app.rag.index import Index
 from fmstack.app.rag.loaders import Unreadable, file_format, parse_file
 from fmstack.core.errors import InvalidRequest
@@ -115,12 +115,22 @@ class Ingestor:
     """One ingestion run into one collection. `embed` maps texts to unit vectors; `index` is the collection's
     vector index (see `fmstack.app.rag.index`)."""
 
-    def __init__(self, rag, collection: str, config: ChunkConfig, text_field: str = "text", batch: int = 256):
+    def __init__(
+        self,
+        rag,
+        collection: str,
+        config: ChunkConfig,
+        text_field: str = "text",
+        batch: int = 256,
+        backend: str | None = None,
+    ):
         self.rag = rag
         self.name = collection
         self.config = config
         self.text_field = text_field
         self.batch = batch
+        self.backend = backend
+        self.embed = rag.embed  # the collection's own embedder, once it is known (`run`)
 
     def run(self, path: Path, progress: Progress | None = None) -> IngestReport:
         started = time.perf_counter()
@@ -135,10 +145,11 @@ class Ingestor:
         self.config.check(self.rag.max_chunk_tokens())
         sessions = self.rag.sessions
         with sessions.begin() as s:
-            collection = get_or_create(
-                s, self.name, self.rag.embedding_model, self.rag.dimensions, {"last_chunking": self.config.key}
-            )
+            spec = self.rag.default_spec(self.backend)
+            config = {"last_chunking": self.config.key}
+            collection = get_or_create(s, self.name, spec, self.rag.dimensions, config, self.backend is not None)
             cid, uid = collection.id, collection.uid
+            self.embed = self.rag.embedder(spec_of(collection))
             known = {d.path: d for d in s.scalars(select(RagDocument).where(RagDocument.collection_id == cid))}
             s.expunge_all()
         index = self.rag.open_index_for_update(cid)
@@ -227,7 +238,7 @@ class Ingestor:
         if not texts:
             return {}
         started = time.perf_counter()
-        vectors = self.rag.embed(list(texts.values()))
+        vectors = self.embed(list(texts.values()))
         report.embed_seconds += time.perf_counter() - started
         report.chunks_embedded += len(texts)
         return {sha: v.astype(np.float32).tobytes() for sha, v in zip(texts, vectors, strict=True)}

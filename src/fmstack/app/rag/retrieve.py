@@ -8,12 +8,15 @@ Reranking options (`rerank`):
   about something else drops. (A cross-encoder would do this better; none is available offline here.)
 - `mmr`: maximal marginal relevance (λ = 0.7) over those similarities, for diverse passages when overlapping
   chunks of one article crowd the top.
-What each does to recall and MRR on the Wikipedia question set is measured in examples/rag/README.md.
+- `llm`, `cross-encoder`: a model scores each of the best `RERANK_DEPTH` fused candidates against the question
+  (`fmstack.app.rag.rerank`); the rest follow in their fused order.
+What each does to recall, MRR and latency is measured by benchmarks/rag.py (README's RAG table).
 """
 
 from __future__ import annotations
 
 import fnmatch
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -27,7 +30,8 @@ from fmstack.core.store.schema import RagChunk, RagDocument
 
 RRF_K = 60
 MODES = ("hybrid", "vector", "keyword")
-RERANKERS = ("none", "similarity", "mmr")
+RERANKERS = ("none", "similarity", "mmr", "llm", "cross-encoder")
+RERANK_DEPTH = 20  # fused candidates a model-based reranker scores
 MMR_LAMBDA = 0.7
 
 
@@ -182,9 +186,11 @@ def hybrid_search(
     rerank: str,
     candidates: int,
     mode: str,
+    scorer: Callable[[str, list[str]], list[float]] | None = None,
 ) -> list[Hit]:
     """The `top_k` best chunks for `query` (embedded as `vector`): `candidates` from each retriever `mode` uses,
-    fused by RRF, read back from the store (a chunk deleted since the index was saved drops out), reranked."""
+    fused by RRF, read back from the store (a chunk deleted since the index was saved drops out), reranked (by
+    `scorer` for the model-based rerankers)."""
     vector_rank, keyword_rank = _candidates(session, collection_id, index, query, vector, filters, candidates)
     rankings = {"hybrid": [vector_rank, keyword_rank], "vector": [vector_rank], "keyword": [keyword_rank]}
     fused = rrf([list(r) for r in rankings[mode]])
@@ -193,13 +199,38 @@ def hybrid_search(
     order = [i for i in order if i in rows]  # a stale index may name a chunk deleted since
     if not order:
         return []
-    matrix = np.frombuffer(b"".join(rows[i][0].embedding for i in order), np.float32).reshape(len(order), -1)
+    matrix = _vectors(index, rows, order)
     sims = matrix @ vector
-    picked, scores = _rerank(rerank, sims, matrix, [fused[i] for i in order], top_k)
+    if scorer is not None:
+        texts = [_scored_text(*rows[i]) for i in order[:RERANK_DEPTH]]
+        picked, scores = _model_rerank(scorer(query, texts), [fused[i] for i in order], top_k)
+    else:
+        picked, scores = _rerank(rerank, sims, matrix, [fused[i] for i in order], top_k)
     return [
         _hit(*rows[order[p]], float(sims[p]), score, vector_rank, keyword_rank)
         for p, score in zip(picked, scores, strict=True)
     ]
+
+
+def _vectors(index: Index, rows: dict, order: list[int]) -> np.ndarray:
+    """The candidates' vectors: the index's own when it is a version being verified (`staged`), else as stored."""
+    staged = getattr(index, "staged", None)
+    if staged is not None:
+        return staged(order)
+    return np.frombuffer(b"".join(rows[i][0].embedding for i in order), np.float32).reshape(len(order), -1)
+
+
+def _scored_text(chunk: RagChunk, doc: RagDocument) -> str:
+    """What a model reranker reads: the passage under its heading path (its subject)."""
+    return f"{chunk.heading}\n{chunk.text}" if chunk.heading else chunk.text
+
+
+def _model_rerank(scores: list[float], fused: list[float], top_k: int) -> tuple[list[int], list[float]]:
+    """The scored candidates by score (ties: fused order), then the unscored ones in fused order."""
+    ranked = sorted(range(len(scores)), key=lambda p: (-scores[p], p))
+    rest = list(range(len(scores), len(fused)))
+    picked = (ranked + rest)[:top_k]
+    return picked, [scores[p] if p < len(scores) else fused[p] for p in picked]
 
 
 def _candidates(

@@ -13,8 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
+import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
@@ -24,7 +27,7 @@ from fmstack.app.eval.calibrate import agreement
 from fmstack.app.eval.generate import LocalGenerator
 from fmstack.app.eval.metrics import Case, MetricContext, Output, get_metric
 from fmstack.app.eval.runner import OutputCache, make_judge, score_one
-from fmstack.app.review.policy import Policy
+from fmstack.app.review.policy import Policy, get_policy, set_classifier
 from fmstack.app.review.queue import Verdict
 from fmstack.app.review.stats import DECIDED, human_label
 from fmstack.core.errors import FmstackError
@@ -163,3 +166,75 @@ def better(trained: dict[str, Any], generic: dict[str, Any] | None) -> bool:
     mine = trained["kappa"]
     theirs = generic["kappa"] if generic else None
     return mine is not None and (theirs is None or mine > theirs)
+
+
+@dataclass
+class JudgeTraining:
+    """`fmstack train judge`: both judges' agreement with the reviewers on the same held-out reviews, and the one
+    the policy uses from now on."""
+
+    app: str
+    checkpoint: Path
+    train_examples: int
+    held_out: int
+    trained: dict[str, Any]
+    generic_judge: str | None
+    generic: dict[str, Any] | None
+    used: str | None
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+def train_judge(
+    gateway: Gateway,
+    app: str,
+    checkpoint: Path,
+    *,
+    train: Callable[[Path, Path], dict[str, Any]],
+    load: Callable[[Path], Classify],
+    held_out: float = 0.25,
+) -> JudgeTraining:
+    """Train a judge on the app's reviews, measure it and the generic judge on held-out reviews, record both, and
+    point the policy at whichever agrees better with the reviewers. `train` (labelled JSONL, checkpoint folder) ->
+    summary and `load` (checkpoint) -> classifier are the model layer's, handed in by the caller."""
+    with gateway.sessions() as session:
+        policy = get_policy(session, app)
+        train_set, held = split(reviewed_examples(session, app), held_out)
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "reviews.jsonl"
+        rows = ({"text": judge_text(e.answered), "label": e.label} for e in train_set)
+        data.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+        summary = train(data, checkpoint)
+    name = f"classifier:{checkpoint}"
+    classify = load(checkpoint)
+    trained = judge_agreement(held, [classifier_verdict(classify, name, e.answered) for e in held], policy.threshold)
+    generic = _generic_agreement(gateway, policy, held)
+    use_trained = better(trained, generic)
+    with gateway.sessions.begin() as session:
+        record_agreement(session, app, name, trained)
+        if generic is not None:
+            record_agreement(session, app, policy.judge_model or "stored judge scores", generic)
+        set_classifier(session, app, str(checkpoint) if use_trained else None)
+    used = name if use_trained else policy.judge_model
+    return JudgeTraining(
+        app, checkpoint, len(train_set), len(held), trained, policy.judge_model, generic, used, summary
+    )
+
+
+def _generic_agreement(gateway: Gateway, policy: Policy, held: list[Reviewed]) -> dict[str, Any] | None:
+    """The generic judge on the held-out reviews: its stored score where it judged the answer when it was queued,
+    else asked now; None when the policy has no generic judge and none were judged."""
+    if policy.judge_model is None and all(e.judge_score is None for e in held):
+        return None
+
+    async def verdicts() -> list[Verdict]:
+        out = []
+        for e in held:
+            if e.judge_score is not None:
+                out.append(Verdict(e.judge_score, None, policy.judge_model or "stored"))
+            elif policy.judge_model is not None:
+                out.append(await llm_verdict(gateway, policy, e.answered))
+            else:
+                out.append(Verdict(None, None, "stored", "not judged"))
+        return out
+
+    return judge_agreement(held, asyncio.run(verdicts()), policy.threshold)

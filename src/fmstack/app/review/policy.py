@@ -111,11 +111,15 @@ def save_policy(
     """Create the app's policy (in `stage`, crawl by default) or change its settings; every field is checked before
     anything is written. A new policy's creation is its first recorded move."""
     if not app or len(app) > 200:
-        raise InvalidRequest("app: give the app's name (the X-Fmstack-App header), at most 200 characters.", param="app")
+        raise InvalidRequest("app: name the app (its X-Fmstack-App header), in at most 200 characters.", param="app")
     values = changes.model_dump(exclude_none=True)
     _check(registry, values)
     row = session.get(ReviewPolicy, app)
     if row is None:
+        if stage == "run" and not values.get("judge_model"):
+            raise InvalidRequest(
+                "judge_model: an app starting in run needs a judge (--judge MODEL).", param="judge_model"
+            )
         row = ReviewPolicy(app=app, stage=check_stage(stage or "crawl"), bars=DEFAULT_BARS)
         session.add(row)
         session.add(ReviewStageMove(app=app, from_stage=None, to_stage=row.stage, numbers={}))
@@ -188,8 +192,9 @@ def _check(registry: Registry, values: dict[str, Any]) -> None:
     if model := values.get("judge_model"):
         spec = registry.get(model)  # ModelNotFound (404) names the known models
         if spec.kind != "chat":
-            raise InvalidRequest(f"judge_model: '{model}' is an embedding model; a judge must be a chat model.",
-                                 param="judge_model")
+            raise InvalidRequest(
+                f"judge_model: '{model}' is an embedding model; a judge must be a chat model.", param="judge_model"
+            )
     if (metric := values.get("judge_metric")) is not None:
         if metric not in JUDGE_METRICS:
             raise InvalidRequest(
@@ -199,8 +204,10 @@ def _check(registry: Registry, values: dict[str, Any]) -> None:
         get_metric(metric)
     for stage, bars in (values.get("bars") or {}).items():
         if stage not in STAGES[:-1]:
-            raise InvalidRequest(f"bars: '{stage}' has no next stage to move to; set bars for crawl or walk.",
-                                 param="bars")
+            raise InvalidRequest(
+                f"bars: '{stage}' has no next stage to move to; set bars for crawl or walk.", param="bars"
+            )
         if unknown := sorted(set(bars) - set(BARS)):
-            raise InvalidRequest(f"bars.{stage}: unknown bar '{unknown[0]}'; known: {', '.join(BARS)}.",
-                                 param=f"bars.{stage}")
+            raise InvalidRequest(
+                f"bars.{stage}: unknown bar '{unknown[0]}'; known: {', '.join(BARS)}.", param=f"bars.{stage}"
+            )

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -246,6 +246,11 @@ def list_items(
     return list(session.scalars(query))
 
 
+def pending_count(session: Session, app: str | None = None) -> int:
+    query = select(func.count()).select_from(ReviewItem).where(ReviewItem.status == "pending")
+    return session.scalar(query.where(ReviewItem.app == app) if app else query) or 0
+
+
 def held_answer(session: Session, trace_id: str) -> ReviewItem | None:
     """The decision on a held crawl answer: the first decided of its reviews, else the pending one (None: the
     answer was never held)."""
@@ -262,10 +267,9 @@ async def wait_for_decision(
     *,
     poll: float = 0.5,
     gone: Callable[[], Awaitable[bool]] | None = None,
-    tick: Callable[[], Awaitable[None]] | None = None,
 ) -> ReviewItem | None:
     """Wait until a person decides on a held answer, reading the store (decisions may come from another process:
-    the CLI). None if `timeout` passes or the client is `gone` first; `tick` runs every poll (a keep-alive)."""
+    the CLI). None if `timeout` passes or the client is `gone` first."""
     deadline = time.monotonic() + timeout
 
     def read() -> ReviewItem | None:
@@ -278,8 +282,6 @@ async def wait_for_decision(
             return item
         if gone is not None and await gone():
             return None
-        if tick is not None:
-            await tick()
         await asyncio.sleep(min(poll, max(0.0, deadline - time.monotonic())))
     return await asyncio.to_thread(read)
 
@@ -316,8 +318,9 @@ def final_text(item: ReviewItem) -> str | None:
 
 def _need_reviewer(reviewer: str) -> None:
     if not (reviewer or "").strip():
-        raise InvalidRequest("reviewer: say who is reviewing (a name), so decisions and time are counted.",
-                             param="reviewer")
+        raise InvalidRequest(
+            "reviewer: say who is reviewing (a name), so decisions and time are counted.", param="reviewer"
+        )
 
 
 def _seconds_open(item: ReviewItem, reviewer: str) -> float | None:

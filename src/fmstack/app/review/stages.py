@@ -32,8 +32,7 @@ class PolicyReport:
             "policy": self.policy.to_dict(),
             "ready": self.ready,
             "stages": [
-                self.stages[s].to_dict() | {"bars": self.bars.get(s), "current": s == self.policy.stage}
-                for s in STAGES
+                self.stages[s].to_dict() | {"bars": self.bars.get(s), "current": s == self.policy.stage} for s in STAGES
             ],
         }
 
@@ -53,10 +52,8 @@ def move(session: Session, app: str, stage: str, by: str | None = None, force: b
     if forward == 0:
         raise InvalidRequest(f"'{app}' is already in {stage}.", param="stage")
     if forward > 1:
-        raise InvalidRequest(
-            f"stage: '{app}' is in {current}; move one stage at a time ({current} -> {STAGES[STAGES.index(current) + 1]}).",
-            param="stage",
-        )
+        after = STAGES[STAGES.index(current) + 1]
+        raise InvalidRequest(f"stage: '{app}' is in {current}; move one stage at a time (to {after}).", param="stage")
     if stage == "run" and not report.policy.judge:
         raise InvalidRequest(
             f"judge_model: run lets an AI judge decide which answers a person sees; give '{app}' a judge first "

@@ -401,6 +401,23 @@ class ReviewItem(Base):
     judge: Mapped[str | None] = mapped_column(String(200))  # the judge that scored it
 
 
+# The dashboard's aggregates over a time range read this index alone, never the trace rows: since 0009.
+Index(
+    "ix_traces_dashboard",
+    Trace.created_at,
+    Trace.app,
+    Trace.route,
+    Trace.variant,
+    Trace.status,
+    Trace.latency_ms,
+    Trace.ttft_ms,
+    Trace.prompt_tokens,
+    Trace.completion_tokens,
+    Trace.cost,
+    Trace.id,
+)
+
+
 class AbRoute(Base):
     """A public name (often a model's own name) whose requests are split between variants by weight (A/B)."""
 

@@ -6,10 +6,11 @@ model's own and a preference (correction over original), and two answers to the 
 disliked, are a preference pair. The records use the formats `fmstack train finetune` and `fmstack train dpo` read
 (TRL's conversational formats), so the file feeds training unchanged.
 
-A trace's rating is the sum of its thumbs (+1/-1), so several reviewers can agree or cancel out; its correction is
-the newest one given. Only successful chat traces whose request holds the exact messages the model saw are used:
-RAG answers are skipped, since their grounded prompt (the retrieved passages) is not stored with the request, and
-raw completions have no messages.
+Decisions in the review queue (`fmstack review`) count the same way: an approval is a thumbs up, a rejection a
+thumbs down, an edit a correction. A trace's rating is the sum of its thumbs (+1/-1), so several reviewers can agree
+or cancel out; its correction is the newest one given, a reviewer's edit after a user's. Only successful chat
+traces whose request holds the exact messages the model saw are used: RAG answers are skipped, since their grounded
+prompt (the retrieved passages) is not stored with the request, and raw completions have no messages.
 """
 
 from __future__ import annotations
@@ -23,10 +24,11 @@ from itertools import product
 from pathlib import Path
 
 from pydantic import ValidationError
-from sqlalchemy.orm import sessionmaker
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
 
 from fmstack.core.errors import FmstackError, InvalidRequest
-from fmstack.core.store.schema import Trace
+from fmstack.core.store.schema import ReviewItem, Trace
 from fmstack.core.store.traces import iter_traces
 from fmstack.engines.messages import Message
 from fmstack.model.data.stages import atomic_write_bytes
@@ -35,6 +37,7 @@ FORMATS = ("sft", "dpo")
 # Endpoints whose stored request holds the messages the model answered (a stored prompt's are rendered).
 CHAT_ENDPOINTS = ("chat.completions", "prompts.chat.completions")
 CHAT_ROLES = ("system", "user", "assistant")  # what an SFT or DPO file holds
+REVIEW_RATINGS = {"approved": 1, "edited": 0, "rejected": -1}  # a review decision as a thumb (an edit corrects)
 
 
 @dataclass
@@ -79,7 +82,9 @@ def export_traces(
         raise InvalidRequest(f"--min-rating {min_rating}: must be at least 1 (a net thumbs up), or bad answers train.")
     skipped: Counter = Counter()
     with sessions() as session:
-        judged = list(_judged(iter_traces(session, app=app, model=model, since=since, status="ok"), skipped))
+        decisions = _review_decisions(session, app)
+        traces = iter_traces(session, app=app, model=model, since=since, status="ok")
+        judged = list(_judged(traces, decisions, skipped))
     result = sft_records(judged, min_rating) if fmt == "sft" else dpo_records(judged, min_rating)
     result.skipped.update(skipped)
     if not result.records:
@@ -154,9 +159,24 @@ def _first(record: dict, seen: set[str], skipped: Counter) -> bool:
     return True
 
 
-def _judged(traces: Iterable[Trace], skipped: Counter) -> Iterable[Judged]:
+def _review_decisions(session: Session, app: str | None) -> dict[str, list[tuple[int, str | None]]]:
+    """What reviewers decided in the review queue (`fmstack review`), by trace, oldest first, as (rating,
+    correction): approved +1, rejected -1, edited 0 with the edit as the correction."""
+    query = select(ReviewItem.trace_id, ReviewItem.status, ReviewItem.edited_text).where(
+        ReviewItem.status.in_(REVIEW_RATINGS)
+    )
+    if app is not None:
+        query = query.where(ReviewItem.app == app)
+    decisions: dict[str, list[tuple[int, str | None]]] = defaultdict(list)
+    for trace_id, status, edited in session.execute(query.order_by(ReviewItem.reviewed_at)):
+        decisions[trace_id].append((REVIEW_RATINGS[status], edited))
+    return decisions
+
+
+def _judged(traces: Iterable[Trace], decisions: dict[str, list], skipped: Counter) -> Iterable[Judged]:
     for trace in traces:
-        if not trace.feedback:
+        reviewed = decisions.get(trace.id, [])
+        if not trace.feedback and not reviewed:
             continue
         reason = _unusable(trace)
         if reason:
@@ -167,7 +187,8 @@ def _judged(traces: Iterable[Trace], skipped: Counter) -> Iterable[Judged]:
             skipped["messages not plain text"] += 1
             continue
         corrections = [f.correction for f in trace.feedback if f.correction and f.correction.strip()]
-        rating = sum(f.rating or 0 for f in trace.feedback)
+        corrections += [edit for _, edit in reviewed if edit and edit.strip()]  # a reviewer's edit has the last word
+        rating = sum(f.rating or 0 for f in trace.feedback) + sum(r for r, _ in reviewed)
         yield Judged(trace.id, prompt, trace.response_text or "", rating, corrections[-1] if corrections else None)
 
 

@@ -25,6 +25,7 @@ import llama_cpp
 import numpy as np
 from llama_cpp._ggml import libggml
 from llama_cpp._internals import LlamaBatch, LlamaContext, LlamaModel
+from llama_cpp._logger import set_verbose
 
 from fmstack.core.errors import FmstackError, InvalidRequest
 
@@ -151,11 +152,12 @@ def importance_matrix(
 ) -> Importance:
     """Run the model over `text` in chunks of `chunk` tokens (each starting with BOS where the model uses one) and
     return each weight's mean squared input activation per column."""
+    set_verbose(False)  # llama.cpp logs every context it makes through a Python callback: errors only
     collector = _Collector()
     callback = llama_cpp.ggml_backend_sched_eval_callback(collector)  # referenced until the context is freed
     model = LlamaModel(path_model=str(gguf), params=llama_cpp.llama_model_default_params(), verbose=False)
     try:
-        chunks = _chunks(model, text, chunk)
+        chunks = token_chunks(model, text, chunk, "--imatrix: the calibration text")
         params = llama_cpp.llama_context_default_params()
         params.n_ctx = params.n_batch = params.n_ubatch = chunk
         params.n_threads = params.n_threads_batch = threads
@@ -177,15 +179,17 @@ def importance_matrix(
     return Importance(values, sum(map(len, chunks)), len(chunks))
 
 
-def _chunks(model: LlamaModel, text: str, chunk: int) -> list[list[int]]:
+def token_chunks(model: LlamaModel, text: str, chunk: int, what: str, limit: int | None = None) -> list[list[int]]:
+    """`text` as consecutive windows of at most `chunk` tokens (at most `limit` text tokens in all), each starting
+    with BOS where the model's tokenizer adds one, as llama.cpp's perplexity and imatrix programs read a text."""
     bos = [model.token_bos()] if llama_cpp.llama_vocab_get_add_bos(model.vocab) and model.token_bos() >= 0 else []
-    tokens = model.tokenize(text.encode(), add_bos=False, special=False)
+    tokens = model.tokenize(text.encode(), add_bos=False, special=False)[:limit]
     step = chunk - len(bos)
     chunks = [bos + tokens[i : i + step] for i in range(0, len(tokens), step)]
     chunks = [c for c in chunks if len(c) >= MIN_TOKENS]
     if not chunks:
         raise InvalidRequest(
-            f"--imatrix: the calibration text has {len(tokens)} tokens; give at least {MIN_TOKENS} (a few thousand "
-            "tokens of text like the model's real inputs is typical)."
+            f"{what} has {len(tokens)} tokens; give at least {MIN_TOKENS} (a few thousand tokens of text like the "
+            "model's real inputs is typical)."
         )
     return chunks

@@ -167,8 +167,8 @@ def quantize_model(
     importance = None
     if calibration is not None:
         text = calibration.read_text(encoding="utf-8", errors="replace")
-        importance = importance_matrix(base, text, settings.threads,
-                                       progress=lambda done, total: report("importance matrix", done, total))  # fmt: skip
+        importance = importance_matrix(base, text, settings.threads, progress=lambda done, total: report(
+            "importance matrix", done, total))  # fmt: skip
     entries = importance.as_llama() if importance else None
     for quant in quants:
         if quant == "f16" and not source.is_gguf:

@@ -15,6 +15,7 @@ import os
 import shutil
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -83,6 +84,31 @@ def train_classifier(
 
     torch.set_num_threads(settings.threads)  # FMSTACK_THREADS, as for serving: fewer on a shared, busy machine
     return _train(examples, labels, encoder, out, config, callbacks)
+
+
+def load_classifier(checkpoint: str | Path) -> Callable[[list[str]], list[dict[str, float]]]:
+    """A trained checkpoint as a function from texts to each label's probability (by name, from id2label), cut at
+    the length it was trained with: how fmstack uses a classifier, e.g. a review judge (`fmstack train judge`)."""
+    folder = Path(checkpoint)
+    if not (folder / "config.json").is_file():
+        raise InvalidRequest(f"{folder}: not a classifier checkpoint (no config.json); train one with train classify.")
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    quiet_libraries()
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = AutoModelForSequenceClassification.from_pretrained(folder).eval()
+    labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    summary = folder / "summary.json"
+    max_length = json.loads(summary.read_text())["config"]["max_length"] if summary.is_file() else 128
+
+    def classify(texts: list[str]) -> list[dict[str, float]]:
+        batch = tokenizer(texts, truncation=True, max_length=max_length, padding=True, return_tensors="pt")
+        with torch.inference_mode():
+            probabilities = model(**batch).logits.softmax(-1).tolist()
+        return [dict(zip(labels, row, strict=True)) for row in probabilities]
+
+    return classify
 
 
 def _train(examples, labels, encoder: Path, out: Path, config: ClassifyConfig, callbacks) -> dict[str, Any]:

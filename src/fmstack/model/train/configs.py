@@ -259,3 +259,37 @@ class ClassifyConfig:
     batch_size: int = 16
     max_length: int = 128
     seed: int = 0
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    """One distillation run (`fmstack train distill` derives its flags from these fields): the teacher answers the
+    prompts, then the student is fine-tuned on those answers (`sequence`), or also on the teacher's next-token
+    distributions (`logit`, when both share a tokenizer)."""
+
+    teacher: str
+    student: str
+    prompts: Path
+    out: Path
+    level: str = "sequence"
+    answers: str = "teacher"
+    max_tokens: int = 256
+    temperature: float = 0.0
+    concurrency: int = 8
+    keep_truncated: bool = False
+    kd_temperature: float = 2.0
+    top_k: int = 20
+    alpha: float = 0.5
+    method: str = "lora"
+    eval_split: float = 0.1
+    epochs: int = 1
+    steps: int | None = None
+    lr: float | None = None
+    batch_size: int = 4
+    grad_accum: int = 1
+    max_length: int | None = None
+    lora_r: int = 8
+    lora_alpha: int = 16
+    target_modules: tuple[str, ...] = ("q_proj", "v_proj")
+    name: str | None = None
+    seed: int = 0

@@ -326,6 +326,9 @@
       const follow = nearBottom();
       if (partial.traceId) answer.node.dataset.traceId = partial.traceId;
       answer.content.textContent = partial.text;
+      const waiting = partial.review === "pending" && !partial.text;  // crawl: a reviewer approves it first
+      answer.node.dataset.review = waiting ? "waiting" : "";
+      if (waiting) answer.content.replaceChildren(el("span", { className: "muted", textContent: "Waiting for review…" }));
       if (follow) scrollToBottom();
     }, url);
 

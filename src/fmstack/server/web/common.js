@@ -87,7 +87,7 @@ window.fm = (() => {
   async function streamCompletion(url, body, signal, onUpdate, app) {
     const out = {
       traceId: null, text: "", usage: null, finishReason: null, error: null, started: false, aborted: false,
-      sources: null, prompt: null,
+      sources: null, prompt: null, review: null,
     };
     let resp;
     try {
@@ -104,6 +104,7 @@ window.fm = (() => {
     }
     out.traceId = resp.headers.get("X-Fmstack-Trace-Id");
     out.prompt = resp.headers.get("X-Fmstack-Prompt");  // set by a prompt's endpoint: name@version
+    out.review = resp.headers.get("X-Fmstack-Review");  // "pending": the app is in crawl, a person approves first
     if (!resp.ok) {
       out.error = await errorMessage(resp);
       return out;

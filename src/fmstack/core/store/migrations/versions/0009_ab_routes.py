@@ -1,11 +1,12 @@
 """A/B routes: a public name split between weighted variants (registry models; a column for a stored prompt ref
 is kept for prompt routes), and every change of a split (create, split, promote, rollback, delete) with the weights
-before and after.
+before and after. Plus a covering index on the traces for the dashboard: its aggregates over a time range then read
+the index alone, never the trace rows (which carry the request and the answer).
 
 Revision ID: 0009
 Revises: 0008
 
-Only tables are added: no existing row is rewritten.
+Only tables and an index are added: no existing row is rewritten.
 """
 
 import sqlalchemy as sa
@@ -15,6 +16,9 @@ revision = "0009"
 down_revision = "0008"
 branch_labels = None
 depends_on = None
+
+DASHBOARD = ("created_at", "app", "route", "variant", "status", "latency_ms", "ttft_ms")
+DASHBOARD += ("prompt_tokens", "completion_tokens", "cost", "id")
 
 
 def upgrade() -> None:
@@ -49,8 +53,10 @@ def upgrade() -> None:
         sa.Column("gate", sa.JSON()),
     )
     op.create_index("ix_ab_changes_route", "ab_changes", ["route"])
+    op.create_index("ix_traces_dashboard", "traces", list(DASHBOARD))
 
 
 def downgrade() -> None:
+    op.drop_index("ix_traces_dashboard", "traces")
     for table in ("ab_changes", "ab_variants", "ab_routes"):
         op.drop_table(table)

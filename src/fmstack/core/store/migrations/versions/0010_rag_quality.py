@@ -3,7 +3,7 @@ threshold, and the index versions themselves (a new set of vectors is built besi
 switched to atomically; the one it replaced is kept to switch back to).
 
 Revision ID: 0010
-Revises: 0008 (chained after the migrations on disk today; see the report)
+Revises: 0009 (chained after the migrations on disk today; see the report)
 
 Existing collections keep what they had: sentence-transformers MiniLM, version 1, the global threshold.
 """
@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0010"
-down_revision = "0008"
+down_revision = "0009"
 branch_labels = None
 depends_on = None
 

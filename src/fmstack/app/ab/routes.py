@@ -1,0 +1,254 @@
+"""A/B routes in the store: create a split, change it, promote a variant, roll back, delete; every change recorded.
+
+Each operation checks everything before it writes and writes in one transaction, so bad input (an unknown model,
+weights that do not sum to 100, a variant the route does not have) leaves the store as it was. Variants are never
+dropped from a live route, only set to weight 0: their order fixes every user's sticky bucket, and a rollback can
+always restore the weights it undoes.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, selectinload, sessionmaker
+
+from fmstack.core.config import Settings, get_settings
+from fmstack.core.errors import InvalidRequest, NotFound
+from fmstack.core.registry import Registry
+from fmstack.core.store import open_store
+from fmstack.core.store.schema import AbChange, AbRoute, AbVariant, utcnow
+
+NAME = re.compile(r"^[A-Za-z0-9][\w.:-]{0,199}$")
+UNDOABLE = ("split", "promote")
+
+
+class RouteExists(InvalidRequest):
+    status = 409
+    type = "conflict_error"
+
+
+@dataclass(frozen=True)
+class VariantInfo:
+    name: str
+    model: str
+    weight: int
+
+
+@dataclass(frozen=True)
+class RouteInfo:
+    name: str
+    created_at: datetime
+    updated_at: datetime
+    variants: list[VariantInfo]
+
+    @classmethod
+    def of(cls, row: AbRoute) -> RouteInfo:
+        variants = [VariantInfo(v.name, v.model, v.weight) for v in row.variants]
+        return cls(row.name, _utc(row.created_at), _utc(row.updated_at), variants)
+
+    @property
+    def weights(self) -> dict[str, int]:
+        return {v.name: v.weight for v in self.variants}
+
+    @property
+    def split(self) -> str:
+        """The live split as people write it: `a=90 b=10` (weight-0 variants left out)."""
+        return " ".join(f"{v.name}={v.weight}" for v in self.variants if v.weight)
+
+
+@dataclass(frozen=True)
+class Change:
+    id: int
+    created_at: datetime
+    route: str
+    action: str  # create | split | promote | rollback | delete
+    before: dict[str, int] | None
+    after: dict[str, int] | None
+    undoes: int | None
+    actor: str | None
+    gate: dict[str, Any] | None
+
+    @classmethod
+    def of(cls, row: AbChange) -> Change:
+        fields = (row.id, _utc(row.created_at), row.route, row.action, row.before, row.after)
+        return cls(*fields, row.undoes, row.actor, row.gate)
+
+
+class RouteStore:
+    """Routes on a store, checked against a model registry."""
+
+    def __init__(self, sessions: sessionmaker, registry: Registry):
+        self.sessions = sessions
+        self.registry = registry
+
+    @classmethod
+    def open(cls, settings: Settings | None = None) -> RouteStore:
+        settings = settings or get_settings()
+        return cls(open_store(settings), Registry(settings))
+
+    def list(self) -> list[RouteInfo]:
+        with self.sessions() as session:
+            rows = session.scalars(select(AbRoute).options(selectinload(AbRoute.variants)).order_by(AbRoute.name))
+            return [RouteInfo.of(r) for r in rows]
+
+    def get(self, name: str) -> RouteInfo:
+        with self.sessions() as session:
+            return RouteInfo.of(_route(session, name))
+
+    def history(self, name: str) -> list[Change]:
+        """Every change of the route, oldest first (a deleted route's too)."""
+        with self.sessions() as session:
+            rows = list(session.scalars(select(AbChange).where(AbChange.route == name).order_by(AbChange.id)))
+            if not rows:
+                _route(session, name)  # raises NotFound with the known routes
+            return [Change.of(r) for r in rows]
+
+    def create(self, name: str, weights: dict[str, int], actor: str | None = None) -> RouteInfo:
+        """A new route splitting `name` between registry models by percent, e.g. {"a": 90, "b": 10}."""
+        if not NAME.match(name or ""):
+            raise InvalidRequest(
+                f"route: '{name}' is not a route name; use letters, digits and . _ : - (up to 200).", param="route"
+            )
+        self._check(weights)
+        with self.sessions.begin() as session:
+            if session.get(AbRoute, name) is not None:
+                raise RouteExists(
+                    f"route: '{name}' exists; change its split with `fmstack ab split {name}`.", param="route"
+                )
+            now = utcnow()
+            row = AbRoute(name=name, created_at=now, updated_at=now)
+            row.variants = [
+                AbVariant(position=i, name=model, model=model, weight=w) for i, (model, w) in enumerate(weights.items())
+            ]
+            session.add(row)
+            _record(session, name, "create", None, dict(weights), actor)
+            session.flush()
+            return RouteInfo.of(row)
+
+    def split(self, name: str, weights: dict[str, int], actor: str | None = None) -> RouteInfo:
+        """A new split: the variants given get these weights (new ones join at the end), the others weight 0."""
+        self._check(weights)
+        with self.sessions.begin() as session:
+            row = _route(session, name, lock=True)
+            known = {v.name for v in row.variants}
+            for model in (m for m in weights if m not in known):
+                row.variants.append(AbVariant(position=len(row.variants), name=model, model=model, weight=0))
+            return self._apply(session, row, {v.name: weights.get(v.name, 0) for v in row.variants}, "split", actor)
+
+    def promote(
+        self, name: str, variant: str, actor: str | None = None, gate: dict[str, Any] | None = None
+    ) -> RouteInfo:
+        """All traffic to `variant`; `gate` is the evidence a gated promotion passed, kept with the change."""
+        with self.sessions.begin() as session:
+            row = _route(session, name, lock=True)
+            names = [v.name for v in row.variants]
+            if variant not in names:
+                raise InvalidRequest(
+                    f"variant: route '{name}' has no variant '{variant}'; its variants: {', '.join(names)}.",
+                    param="variant",
+                )
+            if {v.name: v.weight for v in row.variants}[variant] == 100:
+                raise InvalidRequest(f"variant: '{variant}' already serves all of '{name}'.", param="variant")
+            weights = {n: 100 if n == variant else 0 for n in names}
+            return self._apply(session, row, weights, "promote", actor, gate)
+
+    def rollback(self, name: str, actor: str | None = None) -> RouteInfo:
+        """Undo the latest split or promotion not yet undone: its weights before come back."""
+        with self.sessions.begin() as session:
+            row = _route(session, name, lock=True)
+            target = _last_undoable(session, name)
+            if target is None:
+                raise InvalidRequest(f"route: '{name}' has no split or promotion left to roll back.", param="route")
+            weights = {v.name: (target.before or {}).get(v.name, 0) for v in row.variants}
+            return self._apply(session, row, weights, "rollback", actor, undoes=target.id)
+
+    def delete(self, name: str, actor: str | None = None) -> None:
+        """Stop routing `name` (requests for it then go to the model of that name, if any); its history stays."""
+        with self.sessions.begin() as session:
+            row = _route(session, name, lock=True)
+            _record(session, name, "delete", {v.name: v.weight for v in row.variants}, None, actor)
+            session.delete(row)
+
+    def _apply(
+        self,
+        session: Session,
+        row: AbRoute,
+        weights: dict[str, int],
+        action: str,
+        actor: str | None,
+        gate: dict[str, Any] | None = None,
+        undoes: int | None = None,
+    ) -> RouteInfo:
+        before = {v.name: v.weight for v in row.variants}
+        for v in row.variants:
+            v.weight = weights[v.name]
+        row.updated_at = utcnow()
+        _record(session, row.name, action, before, weights, actor, gate, undoes)
+        session.flush()
+        return RouteInfo.of(row)
+
+    def _check(self, weights: dict[str, int]) -> None:
+        """Every variant a chat model on this machine, every weight 0-100, the weights summing to 100."""
+        if not weights:
+            raise InvalidRequest("variants: give at least one, as MODEL=PERCENT.", param="variants")
+        for model, weight in weights.items():
+            spec = self.registry.specs.get(model)
+            if spec is None or spec.kind != "chat":
+                chat = ", ".join(sorted(s.name for s in self.registry if s.kind == "chat"))
+                raise InvalidRequest(
+                    f"variant: '{model}' is not a chat model in the registry; known: {chat}.", param="variant"
+                )
+            if not spec.available():
+                raise InvalidRequest(
+                    f"variant: the files of '{model}' are not on this machine ({spec.source_label()}).",
+                    param="variant",
+                )
+            if isinstance(weight, bool) or not isinstance(weight, int) or not 0 <= weight <= 100:
+                raise InvalidRequest(f"weight: '{model}={weight}' must be a whole percent, 0-100.", param="weight")
+        if (total := sum(weights.values())) != 100:
+            split = ", ".join(f"{m}={w}" for m, w in weights.items())
+            raise InvalidRequest(f"weight: the weights sum to {total} ({split}); they must sum to 100.", param="weight")
+
+
+def _route(session: Session, name: str, lock: bool = False) -> AbRoute:
+    query = select(AbRoute).where(AbRoute.name == name).options(selectinload(AbRoute.variants))
+    row = session.scalar(query.with_for_update() if lock else query)
+    if row is None:
+        known = ", ".join(session.scalars(select(AbRoute.name).order_by(AbRoute.name))) or "none yet"
+        message = f"route: no route '{name}' (routes: {known}). Create one with `fmstack ab create`."
+        raise NotFound(message, param="route")
+    return row
+
+
+def _last_undoable(session: Session, name: str) -> AbChange | None:
+    """The latest split or promotion since the route was (last) created that no rollback has undone."""
+    changes = list(session.scalars(select(AbChange).where(AbChange.route == name).order_by(AbChange.id.desc())))
+    undone = {c.undoes for c in changes if c.action == "rollback"}
+    for change in changes:
+        if change.action == "create":
+            return None
+        if change.action in UNDOABLE and change.id not in undone:
+            return change
+    return None
+
+
+def _record(
+    session: Session,
+    route: str,
+    action: str,
+    before: dict[str, int] | None,
+    after: dict[str, int] | None,
+    actor: str | None,
+    gate: dict[str, Any] | None = None,
+    undoes: int | None = None,
+) -> None:
+    session.add(AbChange(route=route, action=action, before=before, after=after, actor=actor, gate=gate, undoes=undoes))
+
+
+def _utc(moment: datetime) -> datetime:
+    """SQLite gives back naive datetimes; they were stored in UTC."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
