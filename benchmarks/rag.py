@@ -15,9 +15,16 @@
    dimension), normalized; 200 queries are drawn the same way (not in the index). Goal: p95 ≤ 20 ms at 1M with
    recall@10 ≥ 0.95. With `--candidates`, the same at 100k for usearch (f32/f16/i8), faiss (HNSWFlat, IVFFlat)
    and sqlite-vec: how the library was chosen.
+5. Retrieval quality (`--quality`), on two corpora with hand-written question sets: the Wikipedia example (its 30
+   question articles and 10 others) and the docstrings of 36 Python standard-library modules
+   (examples/rag/make_stdlib_corpus.py, stdlib_questions.yaml). Recall@k, MRR@10, p50/p95 search latency and the
+   answerable/unanswerable split for: keyword, vector, hybrid; the int8 ONNX backend (and its chunks/s against
+   sentence-transformers'); contextual chunks; LLM reranking (SmolLM2, 20 candidates); the calibrated threshold;
+   the tuned embedding model; the tuned cross-encoder. Writes results/rag-quality.json and the calibration curves.
 
     .venv/bin/python benchmarks/rag.py             # everything, ~30 min on 2 cores
     .venv/bin/python benchmarks/rag.py --quick     # smoke: 10 articles, 20k vectors (~2 min)
+    .venv/bin/python benchmarks/rag.py --quality   # section 5 alone (~1 h on 2 cores)
 
 Writes results/rag.json and results/rag.png.
 """
@@ -273,6 +280,163 @@ def candidates(real: np.ndarray, n: int) -> list[dict]:
     return rows
 
 
+# ---------------------------------------------------------------------------------------------- retrieval quality
+
+STDLIB_QUESTIONS = HERE.parent / "examples" / "rag" / "stdlib_questions.yaml"
+WIKI_DISTRACTORS = 10  # articles without a question, beside the 30 that have one
+
+
+def _corpora(work: Path) -> dict[str, tuple[Path, Path]]:
+    """{name: (folder, question set)}: the Wikipedia example (the 30 question articles + distractors) and stdlib."""
+    import yaml
+
+    sys.path.insert(0, str(HERE.parent / "examples" / "rag"))
+    from make_stdlib_corpus import write_stdlib_corpus
+
+    from fmstack.app.rag.corpus import wiki_articles, write_wiki_corpus
+
+    titles = sorted({q["title"] for q in yaml.safe_load(QUESTIONS.read_text())["questions"] if q.get("title")})
+    others = [t for t in sorted(wiki_articles()) if t not in titles][:WIKI_DISTRACTORS]
+    write_wiki_corpus(work / "wiki", titles + others)
+    write_stdlib_corpus(work / "stdlib")
+    return {"stdlib": (work / "stdlib", STDLIB_QUESTIONS), "wiki": (work / "wiki", QUESTIONS)}
+
+
+def _scores(result) -> dict:
+    return {
+        "recall": result.recall,
+        "mrr": round(result.mrr, 4),
+        "threshold": result.threshold,
+        "answered_when_answerable": result.answered_when_answerable,
+        "idk_when_unanswerable": result.idk_when_unanswerable,
+    }
+
+
+def _timed_eval(rag, name: str, questions, **options) -> dict:
+    from fmstack.app.rag.evaluate import evaluate
+
+    ms = []
+    t0 = time.perf_counter()
+    result = evaluate(rag, name, questions, **options)
+    total = time.perf_counter() - t0
+    for q in questions[:10]:  # per-query latency on a sample (the eval above warmed the models)
+        t1 = time.perf_counter()
+        rag.search(name, q.question, top_k=10, **{k: v for k, v in options.items() if k != "mode"})
+        ms.append((time.perf_counter() - t1) * 1000)
+    return _scores(result) | {"latency": percentiles(ms), "eval_s": total}
+
+
+def _embedding_speed(rag, name: str, n: int = 256, rounds: int = 2) -> dict:
+    """Chunks/s of both backends on the same `n` chunk texts of collection `name`, in alternating rounds (the machine
+    is shared: wall time counts what others took, CPU time does not), the best round of each."""
+    from sqlalchemy import select
+
+    from fmstack.app.rag.embedders import EmbedderSpec
+    from fmstack.app.rag.versions import embed_text
+    from fmstack.core.store.schema import RagChunk
+
+    cid = rag.collection(name).id
+    with rag.sessions() as s:
+        rows = s.execute(select(RagChunk.heading, RagChunk.text).where(RagChunk.collection_id == cid).limit(n)).all()
+    texts = [embed_text(h, t) for h, t in rows]
+    backends = {b: rag.embedder(EmbedderSpec(rag.embedding_model, b)) for b in ("sentence-transformers", "onnx-int8")}
+    best: dict = {}
+    for _ in range(rounds):
+        for backend, embed in backends.items():
+            embed(texts[:8])  # warm
+            wall, cpu = time.perf_counter(), time.process_time()
+            embed(texts)
+            wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+            prior = best.get(backend, {"wall_chunks_per_s": 0.0, "cpu_chunks_per_s": 0.0})
+            best[backend] = {"wall_chunks_per_s": max(prior["wall_chunks_per_s"], len(texts) / wall),
+                             "cpu_chunks_per_s": max(prior["cpu_chunks_per_s"], len(texts) / cpu)}  # fmt: skip
+    st, onnx = best["sentence-transformers"], best["onnx-int8"]
+    return best | {
+        "chunks": len(texts),
+        "speedup_wall": onnx["wall_chunks_per_s"] / st["wall_chunks_per_s"],
+        "speedup_cpu": onnx["cpu_chunks_per_s"] / st["cpu_chunks_per_s"],
+        "load_average": os.getloadavg(),
+    }
+
+
+def _contextual_changes(rag, folder: Path, config) -> int:
+    """How many chunks `--contextual` changes: none where the loader's heading path already starts with the title
+    (a text file's name, a Markdown H1, a PDF's title)."""
+    from dataclasses import replace
+
+    from fmstack.app.rag.chunking import chunk_document
+    from fmstack.app.rag.loaders import parse_file
+
+    changed = 0
+    for path in sorted(folder.iterdir()):
+        parsed = parse_file(path, path.read_bytes())
+        plain = chunk_document(parsed, config, rag.tokenizer())
+        contextual = chunk_document(parsed, replace(config, contextual=True), rag.tokenizer())
+        changed += sum(a.embed_text != b.embed_text for a, b in zip(plain, contextual, strict=True))
+    return changed
+
+
+def quality(work: Path, chat_model: str, writer_model: str, samples: int, out: Path, result: dict) -> dict:
+    """Every option on both corpora: retrieval modes, contextual chunks, the int8 ONNX backend (chunks/s and recall),
+    LLM and cross-encoder reranking (MRR, latency), calibration and tuning, against hand-written question sets."""
+    os.environ["FMSTACK_HOME"] = str(work / "home-quality")
+    from fmstack.app.rag import ChunkConfig, Rag
+    from fmstack.app.rag.calibrate import calibrate
+    from fmstack.app.rag.evaluate import load_questions
+    from fmstack.app.rag.tune import TuneOptions, tune
+    from fmstack.core.config import get_settings
+    from fmstack.gateway import Gateway
+
+    settings = get_settings()
+    gateway = Gateway.open(settings)
+    rag = Rag(gateway.sessions, settings, gateway.pool, gateway)
+    section = result.setdefault("quality", {"chat_model": chat_model, "writer_model": writer_model})
+
+    def save(corpus: str, key: str, value) -> None:
+        section.setdefault(corpus, {})[key] = value
+        print(f"{corpus} {key}: {json.dumps(value)}", file=sys.stderr)
+        out.write_text(json.dumps(result, indent=2))
+
+    for corpus, (folder, qpath) in _corpora(work).items():
+        questions = load_questions(qpath)
+        config = ChunkConfig(chunk_tokens=200, overlap=40) if corpus == "wiki" else ChunkConfig(160, 0, "structure")
+        reports = {}
+        for name, backend in ((corpus, None), (f"{corpus}-onnx", "onnx-int8")):
+            reports[name] = rag.ingest(folder, name, config, backend=backend)
+        changed = _contextual_changes(rag, folder, config)
+        if changed:  # a collection of contextual chunks, where they differ from the plain ones
+            rag.ingest(folder, f"{corpus}-ctx", ChunkConfig(config.chunk_tokens, config.overlap, config.by, True))
+        st, onnx = reports[corpus], reports[f"{corpus}-onnx"]
+        save(corpus, "ingest", {
+            "documents": st.files, "chunks": st.chunks_total,
+            "sentence_transformers_chunks_per_s": st.chunks_embedded / st.embed_seconds,
+            "onnx_int8_chunks_per_s": onnx.chunks_embedded / onnx.embed_seconds,
+            "speedup": (onnx.chunks_embedded / onnx.embed_seconds) / (st.chunks_embedded / st.embed_seconds),
+            "contextual_chunks_changed": changed,
+        })  # fmt: skip
+        save(corpus, "embedding_speed", _embedding_speed(rag, corpus))
+        for mode in ("keyword", "vector", "hybrid"):
+            save(corpus, mode, _timed_eval(rag, corpus, questions, mode=mode))
+        save(corpus, "hybrid+onnx-int8", _timed_eval(rag, f"{corpus}-onnx", questions))
+        if changed:
+            save(corpus, "hybrid+contextual", _timed_eval(rag, f"{corpus}-ctx", questions))
+        save(corpus, f"hybrid+llm rerank ({chat_model})",
+             _timed_eval(rag, corpus, questions, rerank="llm", rerank_model=chat_model))  # fmt: skip
+        t0 = time.perf_counter()
+        plot = out.parent / f"rag-calibration-{corpus}.png"
+        cal = calibrate(rag, gateway, corpus, writer_model, samples=40, plot=plot)
+        save(corpus, "calibration", {k: v for k, v in cal.as_dict().items() if k not in ("curve", "questions")}
+             | {"seconds": time.perf_counter() - t0})  # fmt: skip
+        save(corpus, "hybrid, calibrated threshold", _timed_eval(rag, corpus, questions))
+        report = tune(rag, gateway, corpus, writer_model, TuneOptions(samples=samples, cross_encoder=True), questions)
+        save(corpus, "tune", report.as_dict())
+        save(corpus, "hybrid, tuned" if report.switched else "hybrid, tuned (rejected, not switched)",
+             _timed_eval(rag, corpus, questions))  # fmt: skip
+        save(corpus, "hybrid+cross-encoder", _timed_eval(rag, corpus, questions, rerank="cross-encoder"))
+    gateway.close()
+    return section
+
+
 def machine_info(args: argparse.Namespace) -> dict:
     cpuinfo = Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []
     cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), "")
@@ -335,8 +499,17 @@ def main() -> None:
     p.add_argument("--quick", action="store_true", help="10 articles and 20k vectors: a smoke run")
     p.add_argument("--candidates", action="store_true", help="also measure usearch, faiss and sqlite-vec at 100k")
     p.add_argument("--out", type=Path, default=HERE / "results")
+    p.add_argument("--quality", action="store_true", help="only the retrieval-quality section, on both corpora")
+    p.add_argument("--chat-model", default="smollm2-135m-instruct", help="the LLM reranker (--quality)")
+    p.add_argument("--writer-model", default="qwen2.5-0.5b-instruct", help="writes calibrate/tune questions")
+    p.add_argument("--samples", type=int, default=120, help="chunks `tune` writes questions about (--quality)")
     args = p.parse_args()
     result: dict = {"machine": machine_info(args)}
+    if args.quality:
+        args.out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix="fmstack-rag-quality-") as tmp:
+            quality(Path(tmp), args.chat_model, args.writer_model, args.samples, args.out / "rag-quality.json", result)
+        return
     with tempfile.TemporaryDirectory(prefix="fmstack-rag-bench-") as tmp:
         work = Path(tmp)
         print("ingestion…", file=sys.stderr)

@@ -3,16 +3,18 @@
 Sections (each a function returning rows; run all, or some with --only):
 
 - pretrain: `fmstack train pretrain` (accelerate loop, checkpoint-free, one evaluation at the end) against a plain
-  PyTorch + transformers loop written the obvious way — the same `LlamaForCausalLM` config and seed, the same
-  packed blocks (gensim's packaged Wikipedia articles and Lee news, a byte-level BPE trained on them), batch,
-  sequence length, AdamW, warmup + cosine schedule, gradient clipping and number of steps. Throughput is the median
-  of per-step tokens/s after the first two steps (steps only: no start-up, evaluation or saving); the wall time of
-  each whole process is reported beside it. Goal: fmstack within 5 % of the plain loop.
+  PyTorch + transformers loop written the obvious way — the same `LlamaForCausalLM` config and seed, on the same
+  device (the one accelerate picks for fmstack: a GPU when there is one), the same packed blocks (the Python
+  language reference's topics, which ship with every CPython in `pydoc_data`, and a byte-level BPE trained on them),
+  batch, sequence length, AdamW, warmup + cosine schedule, gradient clipping and number of steps. Throughput is the
+  median of per-step tokens/s after the first two steps (steps only: no start-up, evaluation or saving), each step
+  timed after the loss is read back (which waits for the GPU); the wall time of each whole process is reported
+  beside it. Goal: fmstack within 5 % of the plain loop.
 - lora: `fmstack train finetune --method lora` on SmolLM2 (converted from its GGUF once) against a plain
   transformers + PEFT loop on the same tokenized conversations (the SFT example's training file), LoRA config
-  (r 8, alpha 16, q_proj/v_proj), batch size, AdamW, warmup + cosine schedule and clipping: median seconds per
-  optimizer step (forward, backward, step; fmstack's includes its data loader and accelerate's wrapping).
-  Goal: fmstack within 5 % of the plain loop.
+  (r 8, alpha 16, q_proj/v_proj), batch size, AdamW, warmup + cosine schedule and clipping, on the same device:
+  median seconds per optimizer step (forward, backward, step; fmstack's includes its data loader and accelerate's
+  wrapping). Goal: fmstack within 5 % of the plain loop.
 - export: SmolLM2 exported by `fmstack model export` at f16, q8_0 and q4_k_m, and the packaged Q4_1 GGUF as the
   reference: file size, export time and llama.cpp greedy decode tokens/s (128 tokens after a fixed prompt, prompt
   processing not timed, median of three after a warm-up).
@@ -83,14 +85,13 @@ def _run_worker(target: str, work: Path, *flags: str) -> tuple[dict[str, Any], f
 
 
 def _pretrain_blocks(out: Path, block_size: int, vocab_size: int) -> Path:
-    """The reference run's data, made directly: a BPE trained on the articles and news, packed."""
-    from gensim.test.utils import datapath
+    """English text that ships with Python itself (the language reference's topics, 465k characters: no test
+    extra needed), a BPE trained on it, packed into blocks."""
+    from pydoc_data.topics import topics
 
-    from fmstack.app.rag.corpus import wiki_articles
     from fmstack.model.data import tokenize as tk
 
-    news = [line for line in Path(datapath("lee_background.cor")).read_text().splitlines() if line.strip()]
-    texts = list(wiki_articles().values()) + news
+    texts = [topics[name] for name in sorted(topics)]
     tk.save_tokenizer(tk.train_bpe(texts, vocab_size=vocab_size), out / "tokenizer")
     tok = tk.load_tokenizer(out / "tokenizer")
     tk.pack_blocks(tk.encode_stream(tok, texts), block_size, tok.bos_id, tok.eos_id, out / "blocks",
@@ -115,8 +116,15 @@ def worker_fmstack(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def device() -> Any:
+    """The device fmstack's accelerate loop trains on (a GPU when there is one): the plain loops use it too."""
+    from accelerate import PartialState
+
+    return PartialState().device
+
+
 def worker_plain(args: argparse.Namespace) -> dict[str, Any]:
-    """What a user would write with transformers and PyTorch alone, on the same model and data."""
+    """What a user would write with transformers and PyTorch alone, on the same model, data and device."""
     import numpy as np
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM, get_cosine_with_min_lr_schedule_with_warmup
@@ -132,7 +140,7 @@ def worker_plain(args: argparse.Namespace) -> dict[str, Any]:
     torch.manual_seed(t.seed)
     model = LlamaForCausalLM(
         LlamaConfig(vocab_size=manifest["vocab_size"], bos_token_id=0, eos_token_id=1, **config.model.model_dump())
-    )
+    ).to(device())
     optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, betas=(t.beta1, t.beta2), weight_decay=t.weight_decay)
     scheduler = get_cosine_with_min_lr_schedule_with_warmup(optimizer, 2, args.steps, min_lr_rate=t.min_lr_ratio)
     order = np.random.default_rng(t.seed).permutation(n_train)
@@ -141,14 +149,14 @@ def worker_plain(args: argparse.Namespace) -> dict[str, Any]:
     for step in range(args.steps):
         started = time.perf_counter()
         rows = order[(step * t.batch_size) % n_train :][: t.batch_size]
-        batch = torch.from_numpy(blocks[np.sort(rows)].astype(np.int64))
+        batch = torch.from_numpy(blocks[np.sort(rows)].astype(np.int64)).to(model.device)
         loss = model(input_ids=batch, labels=batch).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad()
-        loss = loss.item()
+        loss = loss.item()  # waits for the device, so the step is timed whole
         speeds.append(batch.numel() / (time.perf_counter() - started))
     return {
         "tokens_per_s": _median(speeds[2:]),
@@ -225,7 +233,7 @@ def worker_lora_plain(args: argparse.Namespace) -> dict[str, Any]:
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     train_records, eval_records = ft.load_data(config)
     data = ft.prepare_examples(tokenizer, config, train_records, eval_records, 8192)
-    model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32).to(device())
     model = get_peft_model(model, LoraConfig(task_type="CAUSAL_LM", r=config.lora_r, lora_alpha=config.lora_alpha,
                                              lora_dropout=config.lora_dropout,
                                              target_modules=list(config.target_modules)))  # fmt: skip
@@ -241,7 +249,7 @@ def worker_lora_plain(args: argparse.Namespace) -> dict[str, Any]:
     model.train()
     started = time.perf_counter()
     for batch in batches:
-        loss = model(**batch).loss
+        loss = model(**{k: v.to(model.device) for k, v in batch.items()}).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()

@@ -144,6 +144,23 @@ def test_prefer_respond_async_answers_202_with_a_url_to_poll(srv):
     assert rejected.status_code == 422 and "Too long" in rejected.json()["error"]["message"]
 
 
+def test_the_responses_api_goes_through_the_same_policy(srv):
+    set_policy(srv, "crawl-responses", stage="crawl")
+    accepted = httpx.post(
+        f"{srv.base}/v1/responses",
+        json={"model": TEST_MODEL, "input": "Say yes.", "max_output_tokens": 8},
+        headers={"X-Fmstack-App": "crawl-responses", "Prefer": "respond-async"},
+        timeout=TIMEOUT,
+    )
+    assert accepted.status_code == 202, accepted.text
+    (item,) = pending_items(srv, "crawl-responses")
+    detail = httpx.get(f"{srv.base}/v1/reviews/items/{item['id']}", timeout=30).json()
+    assert detail["trace"]["messages"] == [{"role": "user", "content": "Say yes."}]
+    review(srv, item["id"], "edit", text="Yes.")
+    done = httpx.get(srv.base + accepted.headers["location"], timeout=30).json()
+    assert done["object"] == "response" and done["output"][0]["content"][0]["text"] == "Yes."
+
+
 def test_a_streamed_crawl_answer_says_pending_then_sends_the_approved_text(srv):
     set_policy(srv, "crawl-stream", stage="crawl", hold_seconds=TIMEOUT)
     body = {"model": TEST_MODEL, "messages": [{"role": "user", "content": "Say ok."}], "max_tokens": 8}

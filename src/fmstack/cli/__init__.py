@@ -15,6 +15,7 @@ from fmstack import __version__
 from fmstack.cli.ab import ab_app
 from fmstack.cli.common import JSON, Col, command_group, console, err, preparing, print_json, show_rows, store
 from fmstack.cli.data import data_app
+from fmstack.cli.distill import distill as train_distill
 from fmstack.cli.eval import eval_app
 from fmstack.cli.keys import keys_app, refuse_open_network
 from fmstack.cli.prompt import prompt_app
@@ -45,6 +46,7 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(review_app, name="review")
 app.add_typer(ab_app, name="ab")
 eval_app.add_typer(suite_app, name="suite")  # fmstack eval suite from-reviews
+train_app.command("distill")(train_distill)  # its answer filter needs the eval layer too
 train_app.command("judge")(train_judge)  # a judge trained on the reviews: it needs the review and model layers
 
 

@@ -142,8 +142,9 @@ def ab_report(
     """
     from fmstack.app.ab import build_report
 
+    start = _moment(since)
     routes = _routes()
-    report = build_report(routes.sessions, routes.get(route), _moment(since), baseline=baseline)
+    report = build_report(routes.sessions, routes.get(route), start, baseline=baseline)
     if as_json:
         print_json(report.to_dict())
         return
@@ -178,7 +179,8 @@ def ab_promote(
     """
     from fmstack.app.ab import promote
 
-    _done("promoted", promote(_routes(), route, variant, _actor(), gate, min_requests, _moment(since)))
+    start = _moment(since)
+    _done("promoted", promote(_routes(), route, variant, _actor(), gate, min_requests, start))
 
 
 @ab_app.command("rollback")

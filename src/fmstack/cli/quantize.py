@@ -52,6 +52,7 @@ def quantize(
         print_json(result)
         return
     show_rows(result.variants, VARIANT_COLUMNS, False)
+    console.print(f"files in {result.variants[0].path.parent}/", soft_wrap=True)
     _print_notes(result)
 
 
@@ -60,7 +61,6 @@ VARIANT_COLUMNS = (
     Col("size MB", lambda v: f"{v.size_bytes / 1e6:,.1f}"),
     Col("tensors", lambda v: ", ".join(f"{n} {t}" for t, n in sorted(v.tensor_types.items(), key=lambda kv: -kv[1]))),
     Col("k-quant fallbacks", lambda v: str(len(v.fallbacks)) if v.fallbacks else "-"),
-    Col("file", lambda v: str(v.path)),
 )
 
 
@@ -89,6 +89,8 @@ def compare(
     out: Path = typer.Option(Path("model-compare"), "--out", help="Folder for compare.json, .html and .png."),
     text_tokens: int = typer.Option(1024, "--text-tokens", min=16, help="Held-out tokens to score at most."),
     streams: int = typer.Option(8, "--streams", min=1, help="Concurrent requests for the batched tokens/s."),
+    reference: str = typer.Option(None, "--reference", help="The variant to compare with (default: most bits/w)."),
+    price: float = typer.Option(None, "--price-per-hour", min=0, help="USD per machine hour: cost of 1k requests."),
     as_json: bool = JSON,
 ) -> None:
     """Measure model variants side by side: size, load time, peak memory, prefill and decode tokens/s, perplexity,
@@ -111,20 +113,27 @@ def compare(
         label, higher = quality.pick_metric(suite, metric)
         with console.status("measuring") as status:
             names = list(dict.fromkeys(models))
-            measured = measure_variants(names, ws.settings, text, text_tokens=text_tokens, streams=streams,
-                                        progress=lambda n: status.update(f"measuring {n} alone"))  # fmt: skip
+            measured = measure_variants(
+                names, ws.settings, text, text_tokens=text_tokens, streams=streams, reference=reference,
+                progress=lambda name: status.update(f"measuring {name} in a process of its own"),
+            )  # fmt: skip
             status.update(f"running {suite.name} on {len(measured)} variants")
             runner = Runner(ws.sessions, ws.generator(None, ""), ws.embed)
             run = asyncio.run(quality.run_suite(runner, suite, [m.name for m in measured]))
     finally:
         ws.close()
-    report = quality.build_report(suite.name, run, [vars(m) for m in measured], label, higher)
+    report = quality.build_report(suite.name, run, [vars(m) for m in measured], label, higher, price)
     paths = quality.write_report(report, out)
     if as_json:
         print_json(report)
         return
-    show_rows(report.variants, [Col(h, cell) for h, cell in quality.COLUMNS], False)
+    for columns in (quality.COST_COLUMNS, quality.QUALITY_COLUMNS):
+        show_rows(report.variants, [Col(h, cell, no_wrap=h == "variant") for h, cell in columns], False)
     console.print(f"[bold]verdict: {report.verdict or 'none'}[/] — {report.verdict_reason}.", soft_wrap=True)
     console.print(quality.noise_note(report), soft_wrap=True)
+    for v in report.variants:
+        if v.task.errors:
+            console.print(f"[yellow]{v.name}: {v.task.errors} cases have no {label} score[/] (fmstack eval show "
+                          f"{report.eval_run})", soft_wrap=True)  # fmt: skip
     console.print(f"wrote {paths['html']}, {paths['json']} and {paths['plot']} (eval run {report.eval_run})",
                   soft_wrap=True)  # fmt: skip

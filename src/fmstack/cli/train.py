@@ -234,6 +234,8 @@ def _pretrain_progress() -> Iterator[Callable[[str, dict], None]]:
             console.print(f"{row['parameters']:,} parameters; step {row['step']} of {row['steps']}")
             bar.reset(task, total=row["steps"], completed=row["step"])  # a resumed run's ETA counts from here
             bar.start()
+        elif kind == "advice":
+            console.print(f"[yellow]note:[/] {row['message']}", soft_wrap=True)
         elif kind == "step":
             bar.update(task, completed=row["step"], loss=f"{row['loss']:.3f}", speed=f"{row['tokens_per_s']:,.0f}")
         elif kind == "eval":

@@ -32,10 +32,11 @@ class Settings:
     drain_timeout: float = field(default_factory=lambda: _env_float("FMSTACK_DRAIN_TIMEOUT", 30.0))
     max_body_bytes: int = field(default_factory=lambda: _env_int("FMSTACK_MAX_BODY_BYTES", 4 * 1024 * 1024))
     threads: int = field(default_factory=lambda: _env_int("FMSTACK_THREADS", os.cpu_count() or 2))
-    # llama.cpp models: sequences decoded together, the KV cells they share, prompt-lookup speculation default
+    # llama.cpp models: sequences decoded together, the KV cells they share, and prompt-lookup speculation for
+    # requests that do not ask (off: on CPU a verified draft row costs nearly a decode step; measured in the engine)
     parallel: int = field(default_factory=lambda: _env_int("FMSTACK_PARALLEL", 8))
     kv_tokens: int = field(default_factory=lambda: _env_int("FMSTACK_KV_TOKENS", 16384))
-    speculative: bool = field(default_factory=lambda: os.environ.get("FMSTACK_SPECULATIVE", "1") != "0")
+    speculative: bool = field(default_factory=lambda: os.environ.get("FMSTACK_SPECULATIVE", "0") == "1")
 
     @property
     def db_url(self) -> str:

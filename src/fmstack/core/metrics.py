@@ -104,9 +104,10 @@ class Metrics:
                 self.tpot.labels(model).observe(tpot)
 
     def _observe_ab(self, row: dict) -> None:
-        self.ab_requests.labels(row["route"], row["variant"], row["status"]).inc()
+        route, variant = row["route"], row.get("variant") or "unknown"
+        self.ab_requests.labels(route, variant, row["status"]).inc()
         if row["status"] == "ok":
-            self.ab_latency.labels(row["route"], row["variant"]).observe(row["latency_ms"] / 1000)
+            self.ab_latency.labels(route, variant).observe(row["latency_ms"] / 1000)
 
     def render(self) -> bytes:
         for model, depth in self._queue_depths().items():

@@ -46,6 +46,7 @@ class Prepared:
     max_tokens: int
     tokens: list[int] = field(default_factory=list)
     constraint: object = None  # engine-specific, built once in prepare (llama.cpp: the JSON grammar)
+    preserve: frozenset[int] = frozenset()  # special tokens whose text belongs in the answer (tool-call tags)
 
 
 @dataclass

@@ -101,7 +101,8 @@ class LlamaCppEngine(Engine):
         grammar = tooling.constraint if tooling and tooling.constraint else _grammar(request.response_format)
         if grammar is not None:
             check_grammar(self.model.vocab, grammar)
-        return Prepared(request, prompt, len(tokens), max_tokens, tokens, grammar)
+        preserve = self._tool_tags() if tooling else frozenset()
+        return Prepared(request, prompt, len(tokens), max_tokens, tokens, grammar, preserve)
 
     def _tool_plan(self, request: GenerationRequest) -> tools.ToolPlan | None:
         """Tools offered by the GGUF's own template when it renders them (Qwen2.5's does), else by fmstack's
@@ -117,6 +118,12 @@ class LlamaCppEngine(Engine):
             knows,
             request.response_format,
         )
+
+    def _tool_tags(self) -> frozenset[int]:
+        """The tool-call tags when the vocabulary has them as single special tokens (Qwen2.5's `<tool_call>`): their
+        text must reach the answer, where the calls are parsed from it."""
+        tags = (self.model.tokenize(tag.encode(), add_bos=False, special=True) for tag in (tools.OPEN, tools.CLOSE))
+        return frozenset(ids[0] for ids in tags if len(ids) == 1)
 
     def stream(self, prepared: Prepared):
         return self.runner.submit(prepared)

@@ -95,7 +95,7 @@ class BatchRunner:
         # twice as many sequence ids as running sequences: finished ones stay as cached prefixes
         self.cache = PrefixCache(self._memory, 2 * config.parallel)
         self.jobs = JobQueue(name, config.max_queue)
-        self._pieces: dict[int, bytes] = {}
+        self._pieces: dict[tuple[int, bool], bytes] = {}
         self._logprobs = Logprobs(self._n_vocab, self.piece)
         self._running: list[Sequence] = []
         self._out = Outbox()
@@ -129,11 +129,12 @@ class BatchRunner:
     def submit(self, prepared: Prepared) -> AsyncIterator[Event]:
         return self.jobs.submit(prepared)
 
-    def piece(self, token: int) -> bytes:
+    def piece(self, token: int, special: bool = False) -> bytes:
         """A token's bytes (llama.cpp's pieces carry their own leading spaces), remembered: the vocabulary is
-        fixed and a dict lookup is cheaper than a call into llama.cpp per token."""
-        if (data := self._pieces.get(token)) is None:
-            data = self._pieces[token] = token_piece(self._vocab, token)
+        fixed and a dict lookup is cheaper than a call into llama.cpp per token. `special`: a special token's
+        text too (a tool-call tag the answer must show), else it renders empty."""
+        if (data := self._pieces.get((token, special))) is None:
+            data = self._pieces[token, special] = token_piece(self._vocab, token, special)
         return data
 
     def close(self) -> None:
@@ -290,7 +291,7 @@ class BatchRunner:
         logprob = self._logprobs.entry(self._ctx.ctx, row, token, r.top_logprobs) if r.logprobs else None
         seq.generated += 1
         seq.slot.tokens.append(token)
-        if (delta := seq.text.push(self.piece(token), logprob)) is not None:
+        if (delta := seq.text.push(self.piece(token, token in seq.prepared.preserve), logprob)) is not None:
             self._out.put(seq.job, delta)
         if seq.text.stopped:
             return "stop"
@@ -325,12 +326,12 @@ class BatchRunner:
         self.cache.release(seq.slot, keep)
 
 
-def token_piece(vocab: llama_cpp.llama_vocab_p, token: int) -> bytes:
-    """The bytes of one token as text (special tokens render empty, as in the text of a reply)."""
+def token_piece(vocab: llama_cpp.llama_vocab_p, token: int, special: bool = False) -> bytes:
+    """The bytes of one token as text (special tokens render empty, as in the text of a reply, unless asked)."""
     size = 64
     while True:
         buffer = ctypes.create_string_buffer(size)
-        n = llama_cpp.llama_token_to_piece(vocab, token, buffer, size, 0, False)
+        n = llama_cpp.llama_token_to_piece(vocab, token, buffer, size, 0, special)
         if n >= 0:
             return buffer.raw[:n]
         size = -n

@@ -29,6 +29,8 @@ from fmstack.core.errors import InvalidRequest
 OPEN, CLOSE = "<tool_call>", "</tool_call>"
 _NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _CALL = re.compile(re.escape(OPEN) + r"\s*(.*?)\s*" + re.escape(CLOSE), re.S)
+TRIGGERS = (r"^[\s\S]*?(<tool_call>)[\s\S]*", r'^\s*(\{\s*"name")[\s\S]*')
+NO_CALL = "root ::= [^{<] [^\\x00]*"  # an answer that does not open with a call, tagged or bare
 GENERIC_PROMPT = (
     "You can call functions to help answer. The functions, as JSON schemas:\n{tools}\n\n"
     "To call a function, reply with nothing but one block per call:\n"
@@ -74,6 +76,8 @@ def plan(
     if functions and (response_format or {}).get("type") not in (None, "text"):
         raise InvalidRequest("Send either tools or a JSON response_format, not both.", param="response_format")
     grammar = constraint(functions, required, parallel)
+    if tool_choice == "none" and any(m.get("tool_calls") for m in messages):
+        grammar = NO_CALL  # after calls in the history a model tends to write another: "none" means text
     if template_knows_tools:
         offered_tools = [{"type": "function", "function": f} for f in functions] or None
         return ToolPlan(template_messages(messages), offered_tools, grammar)
@@ -139,9 +143,11 @@ def constraint(functions: list[dict], required: bool, parallel: bool) -> str | L
         r"^root ::=", "call ::=", json_schema_to_gbnf(json.dumps(schema), ["name", "arguments"]), flags=re.M
     )
     one = r'"<tool_call>\n" call "\n</tool_call>"'
-    root = f"root ::= {one}" + (rf' ("\n" {one})*' if parallel else "")
-    grammar = f"{root}\n{call_rules}"
-    return grammar if required else LazyGrammar(grammar, (r"^[\s\S]*?(<tool_call>)[\s\S]*",))
+    tagged = f"tagged ::= {one}" + (rf' ("\n" {one})*' if parallel else "")
+    if required:
+        return f"root ::= tagged\n{tagged}\n{call_rules}"
+    # auto: free text until the model opens a call, tagged or (as small Qwen2.5 models write it) a bare object
+    return LazyGrammar(f"root ::= tagged | call\n{tagged}\n{call_rules}", TRIGGERS)
 
 
 def template_messages(messages: list[dict]) -> list[dict]:
@@ -187,16 +193,25 @@ def parse(text: str) -> tuple[str, list[dict]]:
             continue
         kept.append(text[last : match.start()])
         last = match.end()
-        calls.append(
-            {
-                "id": f"call_{uuid.uuid4().hex[:24]}",
-                "type": "function",
-                "function": {"name": name, "arguments": json.dumps(arguments, ensure_ascii=False)},
-            }
-        )
+        calls.append(_call(name, arguments))
     rest = text[last:]
     kept.append(rest[: rest.find(OPEN)] if calls and OPEN in rest else rest)  # a call cut off by max_tokens
+    if not calls and (bare := _bare_call(text)):
+        return "", [bare]
     return "".join(kept).strip() if calls else text, calls
+
+
+def _bare_call(text: str) -> dict | None:
+    """A whole answer that is one call object without its tags (how small Qwen2.5 models often write it)."""
+    if not text.lstrip().startswith("{"):
+        return None
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(data, dict) or set(data) != {"name", "arguments"} or not isinstance(data["arguments"], dict):
+        return None
+    return _call(data["name"], data["arguments"])
 
 
 class ToolStream:
@@ -215,6 +230,8 @@ class ToolStream:
         if (at := self.text.find(OPEN, self._shown)) >= 0:
             self._in_call = True
             return self._show(at)
+        if not self._shown and (not self.text.strip() or self.text.lstrip().startswith("{")):
+            return ""  # the answer may be a call without tags: held until the end shows what it is
         held = next((k for k in range(len(OPEN) - 1, 0, -1) if self.text.endswith(OPEN[:k])), 0)
         return self._show(len(self.text) - held)
 
@@ -242,6 +259,15 @@ def check_tool_messages(messages: list[dict]) -> None:
                 "message made.",
                 param=f"messages.{i}.tool_call_id",
             )
+
+
+def _call(name: str, arguments: dict) -> dict:
+    arguments_text = json.dumps(arguments, ensure_ascii=False)
+    return {
+        "id": f"call_{uuid.uuid4().hex[:24]}",
+        "type": "function",
+        "function": {"name": name, "arguments": arguments_text},
+    }
 
 
 def _arguments(call: dict) -> dict:

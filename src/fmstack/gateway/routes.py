@@ -80,8 +80,9 @@ class Router:
 
     def route(self, call: Call, model: str) -> str:
         """The model that answers a request for `model`: itself, or the variant its route picks, recorded on the
-        call's trace (route and variant)."""
-        if call.row.get("eval_run_id"):
+        call's trace (route and variant). A call that names its route already (a caller resolved it) or belongs to
+        an eval run is left as it is."""
+        if call.row.get("eval_run_id") or call.row.get("route"):
             return model
         route = self.routes().get(model)
         if route is None:

@@ -83,7 +83,7 @@ class Gateway:
     async def relay(self, call: Call, model: str, events: AsyncIterator[Event]) -> AsyncIterator[Delta]:
         """Trace events that did not come from an engine (RAG's "I don't know"), as if `model` had said them."""
         try:
-            call.use(self.registry.get(model))
+            call.use(self.registry.get(await asyncio.to_thread(self.router.route, call, model)))
         except Exception as exc:
             call.fail(exc)
             raise

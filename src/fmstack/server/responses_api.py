@@ -7,6 +7,7 @@ Responses are not stored (`store` is accepted and ignored), so `previous_respons
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 import uuid
@@ -20,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from fmstack.core.errors import FmstackError, InvalidRequest
 from fmstack.engines.base import Delta, GenerationRequest
 from fmstack.gateway import Call
+from fmstack.server import review_api
 from fmstack.server.deps import context_of, gateway_of
 
 router = APIRouter(prefix="/v1", tags=["OpenAI-compatible"])
@@ -107,12 +109,18 @@ async def responses(body: ResponsesRequest, request: Request):
         call.fail(exc)
         raise
     deltas = await gateway.stream(call, body.model, generation)
+    # the app's human review policy, as for chat completions: crawl holds the answer for a person
+    return await review_api.review(request, call, body, deltas, functools.partial(_respond, call, body))
+
+
+async def _respond(call: Call, body: ResponsesRequest, deltas: AsyncIterator[Delta], headers: dict | None = None):
     shape = _ResponseShape(call, body)
+    headers = _headers(call) | (headers or {})
     if body.stream:
-        return StreamingResponse(_events(shape, deltas), media_type="text/event-stream", headers=_headers(call))
+        return StreamingResponse(_events(shape, deltas), media_type="text/event-stream", headers=headers)
     text = "".join([delta.text async for delta in deltas])
     await call.committed()
-    return JSONResponse(shape.response(text), headers=_headers(call))
+    return JSONResponse(shape.response(text), headers=headers)
 
 
 def _headers(call: Call) -> dict:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Query, Request
+from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, JSONResponse, Response
 from pydantic import BaseModel, Field
 
@@ -31,6 +32,7 @@ from fmstack.app.review.judge import Answered
 from fmstack.app.review.policy import Policy, get_policy, history, list_policies, save_policy
 from fmstack.app.review.queue import (
     assign,
+    conversation,
     decide,
     final_text,
     get_item,
@@ -96,8 +98,7 @@ async def _then(call: Call, events: AsyncIterator[Delta], delivered: Callable[[]
 
 def _answered(call: Call) -> Answered:
     chunks = (call.row.get("retrieval") or {}).get("chunks") or []
-    messages = (call.row.get("request") or {}).get("messages")
-    return Answered(call.id, messages, call.text, [c["text"] for c in chunks] or None)
+    return Answered(call.id, conversation(call.row.get("request")), call.text, [c["text"] for c in chunks] or None)
 
 
 class Hold:
@@ -205,18 +206,23 @@ async def pending(trace_id: str, request: Request):
 
 
 def _completion(trace: Trace, text: str) -> dict[str, Any]:
-    """The response the client would have had, with the text a person let through."""
+    """The response the client would have had, with the text a person let through, in its endpoint's shape."""
     p, c = trace.prompt_tokens, trace.completion_tokens
+    head = {"id": trace.id, "model": trace.model}
+    if trace.endpoint == "responses":
+        content = [{"type": "output_text", "text": text, "annotations": []}]
+        message = {"type": "message", "status": "completed", "role": "assistant", "content": content}
+        usage = {"input_tokens": p, "output_tokens": c, "total_tokens": p + c}
+        created = {"created_at": int(trace.created_at.timestamp())}
+        return head | created | {"object": "response", "status": "completed", "output": [message], "usage": usage}
     if trace.endpoint == "completions":
         name, choice = "text_completion", {"index": 0, "text": text, "logprobs": None}
     else:
-        name, choice = "chat.completion", {"index": 0, "message": {"role": "assistant", "content": text}}
-        choice["logprobs"] = None
-    return {
-        "id": trace.id,
+        message = {"role": "assistant", "content": text}
+        name, choice = "chat.completion", {"index": 0, "message": message, "logprobs": None}
+    return head | {
         "object": name,
         "created": int(trace.created_at.timestamp()),
-        "model": trace.model,
         "system_fingerprint": f"fmstack-{trace.engine}",
         "choices": [choice | {"finish_reason": trace.finish_reason}],
         "usage": {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c},
@@ -232,7 +238,7 @@ class PolicyBody(PolicySettings):
 
 class MoveBody(BaseModel):
     stage: str
-    by: str | None = Field(None, description="who moved it (recorded)")
+    by: str | None = Field(None, max_length=200, description="who moved it (recorded)")
     force: bool = Field(False, description="move on although a bar is not met (recorded as forced)")
 
 
@@ -297,20 +303,24 @@ async def _in_store(request: Request, work: Callable, write: bool = False) -> An
 # ---------- the queue ----------
 
 
+REVIEWER = Field(None, max_length=200, description="who reviews (default: the API key's name)")
+ITEM_ID = PathParam(ge=1, le=2**53, description="the review item's id")
+
+
 class NextBody(BaseModel):
-    reviewer: str | None = None
-    app: str | None = None
+    reviewer: str | None = REVIEWER
+    app: str | None = Field(None, max_length=200)
 
 
 class DecisionBody(BaseModel):
-    reviewer: str | None = None
+    reviewer: str | None = REVIEWER
     text: str | None = Field(None, description="edit: the corrected answer")
     reason: str | None = Field(None, description="reject: why (the user is told)")
-    seconds: float | None = Field(None, description="time spent on the item (default: since it was opened)")
+    seconds: float | None = Field(None, ge=0, lt=86_400, description="time spent (default: since it was opened)")
 
 
 class AssignBody(BaseModel):
-    assignee: str | None = None
+    assignee: str | None = Field(None, max_length=200)
 
 
 @router.get("/v1/reviews/items")
@@ -330,7 +340,7 @@ async def items(
 
 
 @router.get("/v1/reviews/items/{item_id}")
-async def item(item_id: int, request: Request) -> dict:
+async def item(request: Request, item_id: int = ITEM_ID) -> dict:
     return await _in_store(request, lambda session: _detail(session, get_item(session, item_id)))
 
 
@@ -350,12 +360,12 @@ async def next_(body: NextBody, request: Request) -> dict:
 
 
 @router.post("/v1/reviews/items/{item_id}/assignee")
-async def assignee(item_id: int, body: AssignBody, request: Request) -> dict:
+async def assignee(body: AssignBody, request: Request, item_id: int = ITEM_ID) -> dict:
     return await _in_store(request, lambda session: item_dict(assign(session, item_id, body.assignee)), write=True)
 
 
 @router.post("/v1/reviews/items/{item_id}/{action}")
-async def decision(item_id: int, action: str, body: DecisionBody, request: Request) -> dict:
+async def decision(action: str, body: DecisionBody, request: Request, item_id: int = ITEM_ID) -> dict:
     """approve, edit (`text`: the correction), reject (`reason`) or skip; 409 if someone decided first."""
     reviewer = _reviewer(request, body.reviewer)
 

@@ -13,7 +13,7 @@ import pytest
 
 from fmstack.app.eval.suite import load_suite
 from fmstack.app.review import AlreadyReviewed, move, policy_report
-from fmstack.app.review.policy import history, save_policy, set_classifier, settings_from
+from fmstack.app.review.policy import get_policy, history, save_policy, set_classifier, settings_from
 from fmstack.app.review.queue import (
     Verdict,
     assign,
@@ -262,6 +262,10 @@ def test_moves_check_the_bars_one_stage_at_a_time_and_are_recorded(sessions):
     with sessions.begin() as s:
         new_policy(s, stage=None, judge_model=MODEL)
         assert move(s, "shop", "run", "alice", force=True).policy.stage == "run"
+    with sessions.begin() as s, pytest.raises(InvalidRequest, match="needs a judge"):
+        new_policy(s, stage=None, judge_model="")  # run without its judge: refused
+    with sessions.begin() as s:
+        assert get_policy(s, "shop").judge_model == MODEL
         assert move(s, "shop", "crawl", "bob").policy.stage == "crawl"  # back: always allowed
     with sessions() as s:
         moves = history(s, "shop")
@@ -343,12 +347,14 @@ def test_run_judge_sends_low_scores_to_the_queue_and_walk_samples_its_share(gate
     with sessions.begin() as s:
         run = new_policy(s, "bot", stage="run", judge_model=MODEL, share=0.0, threshold=0.7)
         set_classifier(s, "bot", "/judges/scripted")
-        walk = new_policy(s, "walker", stage="walk", share=0.5)
+        walk = new_policy(s, "walker", stage="walk", share=0.5, judge_model=MODEL)
+        set_classifier(s, "walker", "/judges/scripted")
         for i, answer in enumerate(["a good answer", "a bad answer", "good again", "bad again"]):
             add_trace(s, f"run-{i}", "q?", answer, app="bot")
         for i in range(40):
             add_trace(s, f"walk-{i}", "q?", "fine", app="walker")
     run = replace(run, judge_classifier="/judges/scripted")
+    walk = replace(walk, judge_classifier="/judges/scripted")
     reviews = Reviews(gateway, scripted_classifier)
 
     async def deliver() -> None:
@@ -365,9 +371,14 @@ def test_run_judge_sends_low_scores_to_the_queue_and_walk_samples_its_share(gate
     assert {t for t in items if t.startswith("run")} == {"run-1", "run-3"}
     assert items["run-1"].reason == "judge-low" and items["run-1"].judge_score == pytest.approx(0.1)
     assert items["run-1"].judge == "classifier:/judges/scripted"
-    assert set(scores) == {f"run-{i}" for i in range(4)} and scores["run-0"].passed is True
+    assert {t for t in scores if t.startswith("run")} == {f"run-{i}" for i in range(4)} and scores[
+        "run-0"
+    ].passed is True
     walked = {t for t in items if t.startswith("walk")}
     assert walked == {f"walk-{i}" for i in range(40) if sampled(f"walk-{i}", 0.5)} and 8 <= len(walked) <= 32
+    # in walk the judge scores the sampled answers too: its agreement with the reviewers is known before run
+    assert [items[t].judge_score for t in sorted(walked)] == pytest.approx([0.1] * len(walked))
+    assert walked == {t for t in scores if t.startswith("walk")}
     with sessions.begin() as s:
         add_feedback(s, "walk-0", -1, None, None)
         add_feedback(s, "run-0", -1, None, None)

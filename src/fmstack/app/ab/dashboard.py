@@ -27,6 +27,7 @@ import numpy as np
 from sqlalchemy import ColumnElement, Integer, Select, Text, and_, case, cast, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from fmstack.app.ab.times import utc
 from fmstack.app.review.stats import DECIDED
 from fmstack.core.errors import InvalidRequest
 from fmstack.core.store.schema import (
@@ -42,6 +43,7 @@ from fmstack.core.store.schema import (
 
 BUCKET_WIDTHS = (60, 300, 900, 1800, 3600, 3 * 3600, 6 * 3600, 12 * 3600, 86400, 7 * 86400)
 TARGET_BUCKETS = 60
+FIRST = datetime.min.replace(tzinfo=UTC)  # a day before it there is no default start
 GROUP = (Trace.app, Trace.route, Trace.variant)
 Key = tuple[str | None, str | None, str | None]
 
@@ -130,13 +132,7 @@ def overview(
 ) -> dict[str, Any]:
     """Totals, per app, per route/variant and per time bucket, with the stage and route history, for the traces
     created in [since, until) (default: the last 24 hours), optionally of one app and/or one route."""
-    until = _utc(until) if until else datetime.now(UTC)
-    since = _utc(since) if since else until - timedelta(days=1)
-    if since >= until:
-        raise InvalidRequest("since: the range must start before it ends (since < until).", param="since")
-    seconds = (until - since).total_seconds()
-    width = next((w for w in BUCKET_WIDTHS if seconds / w <= TARGET_BUCKETS), BUCKET_WIDTHS[-1])
-    scope = _Scope(since, until, app, route, width)
+    scope = _scope(since, until, app, route)
     with sessions() as session:
         cells = _cells(session, scope)
         groups = _groups(cells)
@@ -144,7 +140,7 @@ def overview(
         history = _history(session, app, route)
         known = _known(session)
     return {
-        "range": {"since": since.isoformat(), "until": until.isoformat(), "bucket_seconds": width},
+        "range": {"since": scope.since.isoformat(), "until": scope.until.isoformat(), "bucket_seconds": scope.width},
         "filters": {"app": app, "route": route},
         "totals": _merge(groups.values()).row(),
         "apps": _rows(groups, lambda k: (k[0],), ("app",)),
@@ -153,6 +149,19 @@ def overview(
         **history,
         **known,
     }
+
+
+def _scope(since: datetime | None, until: datetime | None, app: str | None, route: str | None) -> _Scope:
+    """The range, checked, and the width of its time buckets: the narrowest of `BUCKET_WIDTHS` that makes at most
+    `TARGET_BUCKETS` (whole days beyond)."""
+    until = utc(until, "until") if until else datetime.now(UTC)
+    since = utc(since, "since") if since else until - min(timedelta(days=1), until - FIRST)
+    if since >= until:
+        raise InvalidRequest("since: the range must start before it ends (since < until).", param="since")
+    seconds = (until - since).total_seconds()
+    days = math.ceil(seconds / TARGET_BUCKETS / 86400) * 86400
+    width = next((w for w in BUCKET_WIDTHS if seconds / w <= TARGET_BUCKETS), days)
+    return _Scope(since, until, app, route, width)
 
 
 def _cells(session: Session, scope: _Scope) -> dict[tuple[Key, int], Tally]:
@@ -231,9 +240,11 @@ def _reviews() -> Select:
 def _bucket(session: Session, scope: _Scope) -> ColumnElement[int]:
     """A trace's time bucket, 0 for the first: seconds since `since` over the bucket width, rounded down."""
     start = scope.since.timestamp()
-    if session.get_bind().dialect.name == "sqlite":  # stored as UTC text, which julianday reads
-        seconds = (func.julianday(Trace.created_at) - 2440587.5) * 86400.0 - start
-        return cast(seconds / scope.width, Integer)  # truncation is rounding down: never negative in range
+    if session.get_bind().dialect.name == "sqlite":
+        # stored as UTC text, which julianday reads to the millisecond: so is `start` cut, and half a millisecond
+        # absorbs the float error, or a trace exactly on a bucket's edge could fall into the bucket before
+        seconds = (func.julianday(Trace.created_at) - 2440587.5) * 86400.0 - math.floor(start * 1000) / 1000
+        return cast((seconds + 0.0005) / scope.width, Integer)  # truncation is rounding down: never negative
     return cast(func.floor((func.extract("epoch", Trace.created_at) - start) / scope.width), Integer)
 
 
@@ -276,16 +287,16 @@ def _history(session: Session, app: str | None, route: str | None) -> dict[str, 
     changes = changes.where(AbChange.route == route) if route is not None else changes
     return {
         "stage_moves": [
-            {"app": m.app, "at": _utc(m.created_at).isoformat(), "from": m.from_stage, "to": m.to_stage}
+            {"app": m.app, "at": utc(m.created_at).isoformat(), "from": m.from_stage, "to": m.to_stage}
             | {"by": m.by, "bars_met": m.bars_met, "forced": m.forced}
             for m in session.scalars(moves)
         ],
         "route_changes": [
-            {"route": c.route, "at": _utc(c.created_at).isoformat(), "action": c.action}
+            {"route": c.route, "at": utc(c.created_at).isoformat(), "action": c.action}
             | {"before": c.before, "after": c.after, "actor": c.actor}
             for c in session.scalars(changes)
         ],
-        "stages": dict(session.execute(select(ReviewPolicy.app, ReviewPolicy.stage)).tuples().all()),
+        "stages": dict(session.execute(select(ReviewPolicy.app, ReviewPolicy.stage)).all()),
     }
 
 
@@ -313,7 +324,3 @@ def _percentiles(name: str, parts: list[np.ndarray], qs: tuple[int, ...]) -> dic
 def _ratio(part: float, whole: float) -> float | None:
     return part / whole if whole else None
 
-
-def _utc(moment: datetime) -> datetime:
-    """Aware, in UTC (SQLite gives back naive datetimes; they were stored in UTC)."""
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)

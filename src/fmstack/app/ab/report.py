@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Select, func, select
@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from fmstack.app.ab.routes import RouteInfo
 from fmstack.app.ab.stats import diff_ci, mean_ci
+from fmstack.app.ab.times import utc
 from fmstack.app.review.stats import DECIDED, human_label
 from fmstack.core.errors import InvalidRequest
 from fmstack.core.store.schema import Feedback, ReviewItem, Trace, TraceScore
@@ -237,15 +238,10 @@ def _scores(session: Session, route: str, since, until) -> list[tuple[str, str, 
 def _where(query: Select, route: str, since: datetime | None, until: datetime | None) -> Select:
     query = query.where(Trace.route == route, Trace.variant.is_not(None))
     if since is not None:
-        query = query.where(Trace.created_at >= utc(since))
+        query = query.where(Trace.created_at >= utc(since, "since"))
     if until is not None:
-        query = query.where(Trace.created_at < utc(until))
+        query = query.where(Trace.created_at < utc(until, "until"))
     return query
-
-
-def utc(moment: datetime) -> datetime:
-    """As stored: UTC (a naive time is taken to be UTC already; SQLite compares the wall clock)."""
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def _variant(v, samples: dict[str, list[float]], requests: int, metrics: list[Metric]) -> VariantReport:

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
+from fmstack.app.ab.times import utc
 from fmstack.core.config import Settings, get_settings
 from fmstack.core.errors import InvalidRequest, NotFound
 from fmstack.core.registry import Registry
@@ -48,7 +49,7 @@ class RouteInfo:
     @classmethod
     def of(cls, row: AbRoute) -> RouteInfo:
         variants = [VariantInfo(v.name, v.model, v.weight) for v in row.variants]
-        return cls(row.name, _utc(row.created_at), _utc(row.updated_at), variants)
+        return cls(row.name, utc(row.created_at), utc(row.updated_at), variants)
 
     @property
     def weights(self) -> dict[str, int]:
@@ -74,7 +75,7 @@ class Change:
 
     @classmethod
     def of(cls, row: AbChange) -> Change:
-        fields = (row.id, _utc(row.created_at), row.route, row.action, row.before, row.after)
+        fields = (row.id, utc(row.created_at), row.route, row.action, row.before, row.after)
         return cls(*fields, row.undoes, row.actor, row.gate)
 
 
@@ -248,7 +249,3 @@ def _record(
 ) -> None:
     session.add(AbChange(route=route, action=action, before=before, after=after, actor=actor, gate=gate, undoes=undoes))
 
-
-def _utc(moment: datetime) -> datetime:
-    """SQLite gives back naive datetimes; they were stored in UTC."""
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

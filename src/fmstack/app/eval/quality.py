@@ -41,6 +41,7 @@ class TaskScore:
     low: float
     high: float
     n: int
+    errors: int = 0  # cases without a score: the model failed, or the metric could not score
     delta: float | None = None
     delta_low: float | None = None
     delta_high: float | None = None
@@ -65,6 +66,8 @@ class VariantResult:
     name: str
     measured: dict[str, Any]  # fmstack.model.export.measure.Measurement, as a dict
     task: TaskScore
+    seconds_per_1k: float | None = None  # machine time for 1,000 of the suite's requests, one stream at a time
+    cost_per_1k: float | None = None  # that time at the given price per machine hour
 
 
 @dataclass
@@ -78,7 +81,11 @@ class QualityReport:
     verdict_reason: str
 
     def to_dict(self) -> dict[str, Any]:
-        rows = [{"name": v.name, **v.measured, "task": asdict(v.task) | _task_flags(v.task)} for v in self.variants]
+        rows = [
+            {"name": v.name, **v.measured, "task": asdict(v.task) | _task_flags(v.task),
+             "seconds_per_1k_requests": v.seconds_per_1k, "cost_per_1k_requests": v.cost_per_1k}
+            for v in self.variants
+        ]  # fmt: skip
         head = {k: getattr(self, k) for k in ("suite", "metric", "reference", "eval_run", "verdict", "verdict_reason")}
         return head | {"variants": rows}
 
@@ -111,7 +118,7 @@ def task_scores(run: RunData, models: list[str], reference: str, metric: str, hi
     for model, values in per_model.items():
         mean, low, high = bootstrap_mean_ci(values.values())
         n = sum(v is not None for v in values.values())
-        score = TaskScore(metric, higher, mean, low, high, n)
+        score = TaskScore(metric, higher, mean, low, high, n, len(values) - n)
         if model != reference:
             score.delta, score.delta_low, score.delta_high = paired_bootstrap_delta(per_model[reference], values)
         scores[model] = score
@@ -127,7 +134,7 @@ def verdict(variants: list[VariantResult], reference: str) -> tuple[str | None, 
     worse = [v.name for v in variants if v.task.significantly_worse]
     ref = next(v for v in variants if v.name == reference)
     reason = (
-        f"the smallest file ({best.measured['size_bytes'] / 1e6:,.0f} MB, "
+        f"the smallest file ({best.measured['size_bytes'] / 1e6:,.3g} MB, "
         f"{best.measured['size_bytes'] / ref.measured['size_bytes']:.0%} of {reference}) whose {best.task.metric} "
         "is not significantly worse than the reference's (paired bootstrap, 95 %)"
     )
@@ -136,15 +143,35 @@ def verdict(variants: list[VariantResult], reference: str) -> tuple[str | None, 
     return best.name, reason
 
 
-def build_report(suite: str, run: RunData, measured: list[dict[str, Any]], metric: str, higher: bool) -> QualityReport:
-    """Measurements (from the model layer) and the suite run, as one report with its verdict."""
+def build_report(
+    suite: str, run: RunData, measured: list[dict[str, Any]], metric: str, higher: bool, price: float | None = None
+) -> QualityReport:
+    """Measurements (from the model layer) and the suite run, as one report with its verdict; `price` is USD per
+    machine hour, for the cost of 1,000 requests."""
     names = [m["name"] for m in measured]
     reference = measured[0]["reference"]
     scores = task_scores(run, names, reference, metric, higher)
-    variants = [VariantResult(m["name"], {k: v for k, v in m.items() if k != "name"}, scores[m["name"]])
-                for m in measured]  # fmt: skip
+    variants = []
+    for m in measured:
+        seconds = seconds_per_1k(run, m)
+        cost = seconds / 3600 * price if price is not None and seconds is not None else None
+        variants.append(VariantResult(m["name"], {k: v for k, v in m.items() if k != "name"}, scores[m["name"]],
+                                      seconds, cost))  # fmt: skip
     choice, reason = verdict(variants, reference)
     return QualityReport(suite, metric, reference, run.id, variants, choice, reason)
+
+
+def seconds_per_1k(run: RunData, measured: dict[str, Any]) -> float | None:
+    """Machine seconds for 1,000 requests like the suite's: its mean prompt and answer lengths on this variant at
+    the measured one-stream prefill and decode speeds (the eval run's own latencies are not used: its cases ran
+    concurrently, beside the other variants)."""
+    rows = [r for r in run.rows if r.model == measured["name"] and r.error is None]
+    if not rows or not measured["prefill_tokens_per_s"] or not measured["decode_tokens_per_s"]:
+        return None
+    prompt = sum(r.prompt_tokens for r in rows) / len(rows)
+    answer = sum(r.completion_tokens for r in rows) / len(rows)
+    per_request = prompt / measured["prefill_tokens_per_s"] + answer / measured["decode_tokens_per_s"]
+    return round(1000 * per_request, 1)
 
 
 def noise_note(report: QualityReport) -> str:
@@ -184,7 +211,7 @@ def plot(report: QualityReport) -> Figure:
         colour = "#c44e52" if t.significantly_worse else ("#4c72b0" if v.name != report.verdict else "#55a868")
         ax.scatter([x], [t.mean], s=1500 * v.measured["size_bytes"] / largest, alpha=0.45, color=colour)
         ax.errorbar([x], [t.mean], yerr=[[t.mean - t.low], [t.high - t.mean]], color=colour, capsize=3, lw=1)
-        ax.annotate(f"{v.name}\n{v.measured['size_bytes'] / 1e6:,.0f} MB", (x, t.mean), fontsize=8,
+        ax.annotate(f"{v.name}\n{v.measured['size_bytes'] / 1e6:,.3g} MB", (x, t.mean), fontsize=8,
                     xytext=(6, 6), textcoords="offset points")  # fmt: skip
     ax.set_xlabel("decode tokens/s (1 stream)")
     ax.set_ylabel(f"{report.metric} (mean, 95 % CI)")
@@ -193,25 +220,36 @@ def plot(report: QualityReport) -> Figure:
     return fig
 
 
-COLUMNS = (  # (header, how a variant reads in it)
+COST_COLUMNS = (  # (header, how a variant reads in it): what serving it costs
     ("variant", lambda v: v.name),
     ("size MB", lambda v: f"{v.measured['size_bytes'] / 1e6:,.1f}"),
-    ("bits/weight", lambda v: f"{v.measured['bits_per_weight']:.2f}"),
+    ("bits/w", lambda v: f"{v.measured['bits_per_weight']:.2f}"),
     ("load s", lambda v: f"{v.measured['load_s']:.2f}"),
     ("peak RSS MB", lambda v: f"{v.measured['peak_rss_mb']:,.0f}"),
     ("prefill tok/s", lambda v: f"{v.measured['prefill_tokens_per_s']:,.0f}"),
     ("decode tok/s", lambda v: f"{v.measured['decode_tokens_per_s']:.1f}"),
     ("N streams tok/s", lambda v: f"{v.measured['streams_tokens_per_s']:.1f}"),
+    ("s / 1k req", lambda v: _num(v.seconds_per_1k, 0)),
+    ("$ / 1k req", lambda v: _num(v.cost_per_1k, 4)),
+)
+QUALITY_COLUMNS = (  # and what it loses
+    ("variant", lambda v: v.name),
     ("perplexity", lambda v: _num(v.measured.get("perplexity"), 2)),
-    ("mean KL", lambda v: _num(v.measured.get("kl_mean"), 4)),
+    ("mean KL", lambda v: _sig(v.measured.get("kl_mean"))),
     ("top-1 agree", lambda v: _pct(v.measured.get("top1_agreement"))),
     ("task score [95 % CI]", lambda v: f"{v.task.mean:.3f} [{v.task.low:.3f}, {v.task.high:.3f}]"),
     ("Δ vs reference [95 % CI]", lambda v: _delta(v.task)),
 )
+COLUMNS = COST_COLUMNS + QUALITY_COLUMNS[1:]
 
 
 def _num(x: float | None, digits: int) -> str:
     return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
+
+
+def _sig(x: float | None) -> str:
+    """Three significant digits: KL divergences run from 1e-5 (q8_0) to 1 (a 2-bit file)."""
+    return "–" if x is None else f"{x:.3g}"
 
 
 def _pct(x: float | None) -> str:
@@ -228,9 +266,7 @@ def _delta(t: TaskScore) -> str:
 def render_html(report: QualityReport, plot_uri: str) -> str:
     e = html.escape
     head = "".join(f"<th>{e(h)}</th>" for h, _ in COLUMNS)
-    rows = "".join(
-        "<tr>" + "".join(f"<td>{e(cell(v))}</td>" for _, cell in COLUMNS) + "</tr>" for v in report.variants
-    )
+    rows = "".join("<tr>" + "".join(f"<td>{e(cell(v))}</td>" for _, cell in COLUMNS) + "</tr>" for v in report.variants)
     streams = report.variants[0].measured["streams"]
     body = [
         f"<h1>Model variants on {e(report.suite)}</h1>",

@@ -26,7 +26,6 @@ from fmstack.engines.base import GenerationRequest
 from fmstack.gateway import CallContext, Gateway
 
 Scorer = Callable[[str, list[str]], list[float]]  # (question, passages) -> a relevance score per passage
-RERANK_DEPTH = 20  # fused candidates a model scores; the rest keep their fused order below them
 APP = "fmstack-rag"
 
 JUDGE_SYSTEM = "You judge search results. Reply with one word: yes or no."

@@ -202,7 +202,7 @@ def hybrid_search(
     matrix = _vectors(index, rows, order)
     sims = matrix @ vector
     if scorer is not None:
-        texts = [_scored_text(*rows[i]) for i in order[:RERANK_DEPTH]]
+        texts = [_scored_text(rows[i][0]) for i in order[:RERANK_DEPTH]]
         picked, scores = _model_rerank(scorer(query, texts), [fused[i] for i in order], top_k)
     else:
         picked, scores = _rerank(rerank, sims, matrix, [fused[i] for i in order], top_k)
@@ -220,7 +220,7 @@ def _vectors(index: Index, rows: dict, order: list[int]) -> np.ndarray:
     return np.frombuffer(b"".join(rows[i][0].embedding for i in order), np.float32).reshape(len(order), -1)
 
 
-def _scored_text(chunk: RagChunk, doc: RagDocument) -> str:
+def _scored_text(chunk: RagChunk) -> str:
     """What a model reranker reads: the passage under its heading path (its subject)."""
     return f"{chunk.heading}\n{chunk.text}" if chunk.heading else chunk.text
 

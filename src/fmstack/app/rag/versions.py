@@ -9,8 +9,8 @@ active ones, verified, then switched to in one transaction — never a collectio
     switch()   the active vectors are saved as their own version (to switch back to), chunks ingested meanwhile are
                embedded by the new model, then one transaction writes every chunk's vector, the collection's model,
                backend and version, and bumps its generation — only if the collection did not change under it
-               (else it catches up and tries again). The index files follow; a crash before them leaves a stale
-               index that is rebuilt from the store, which is the truth.
+               (else it catches up and tries again). The index files follow; if they cannot be written, the old
+               ones are dropped and the next search rebuilds the index from the store, which is the truth.
     reject()   the staged version is marked rejected (or failed) with the reason; the active one never moved.
 
 `activate(version)` switches back to a kept version the same way.
@@ -18,7 +18,6 @@ active ones, verified, then switched to in one transaction — never a collectio
 
 from __future__ import annotations
 
-import contextlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -218,8 +217,10 @@ def switch(rag, staged: Staged, report: dict | None = None) -> int:
             reject(rag, staged.collection, staged.version, f"failed: switching: {exc}", "failed")
             raise
         if generation is not None:
-            with contextlib.suppress(OSError):  # the store switched; a missing index file is rebuilt from it
+            try:
                 rag.save_index(col.uid, _index(col.dimensions, staged.vectors), generation)
+            except OSError:  # the store switched: drop the old index files, so the next search rebuilds from it
+                (index_dir(rag.settings.home, col) / "index.json").unlink(missing_ok=True)
             return generation
     reject(rag, staged.collection, staged.version, "the collection kept changing during the switch", "failed")
     raise InvalidRequest(f"Collection '{staged.collection}' kept changing while switching versions; try again.")

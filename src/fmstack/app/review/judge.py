@@ -28,7 +28,7 @@ from fmstack.app.eval.generate import LocalGenerator
 from fmstack.app.eval.metrics import Case, MetricContext, Output, get_metric
 from fmstack.app.eval.runner import OutputCache, make_judge, score_one
 from fmstack.app.review.policy import Policy, get_policy, set_classifier
-from fmstack.app.review.queue import Verdict
+from fmstack.app.review.queue import Verdict, conversation
 from fmstack.app.review.stats import DECIDED, human_label
 from fmstack.core.errors import FmstackError
 from fmstack.core.store.schema import JudgeCalibration, ReviewItem, Trace
@@ -56,8 +56,7 @@ class Answered:
     @classmethod
     def of(cls, trace: Trace, answer: str) -> Answered:
         chunks = (trace.retrieval or {}).get("chunks") or []
-        messages = (trace.request or {}).get("messages")
-        return cls(trace.id, messages, answer, [c["text"] for c in chunks] or None)
+        return cls(trace.id, conversation(trace.request), answer, [c["text"] for c in chunks] or None)
 
 
 def judge_text(answered: Answered) -> str:

@@ -66,7 +66,7 @@ class Policy:
 class PolicySettings(BaseModel):
     """The settings a user may change; None leaves a setting as it is."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     share: float | None = Field(None, ge=0, le=1)
     double_share: float | None = Field(None, ge=0, le=1)
@@ -108,27 +108,27 @@ def list_policies(session: Session) -> list[Policy]:
 def save_policy(
     session: Session, registry: Registry, app: str, changes: PolicySettings, stage: str | None = None
 ) -> Policy:
-    """Create the app's policy (in `stage`, crawl by default) or change its settings; every field is checked before
-    anything is written. A new policy's creation is its first recorded move."""
+    """Create the app's policy (in `stage`, crawl by default) or change its settings; every field is checked, and
+    the first bad one named, before anything is written. A new policy's creation is its first recorded move."""
     if not app or len(app) > 200:
         raise InvalidRequest("app: name the app (its X-Fmstack-App header), in at most 200 characters.", param="app")
     values = changes.model_dump(exclude_none=True)
     _check(registry, values)
     row = session.get(ReviewPolicy, app)
-    if row is None:
-        if stage == "run" and not values.get("judge_model"):
-            raise InvalidRequest(
-                "judge_model: an app starting in run needs a judge (--judge MODEL).", param="judge_model"
-            )
-        row = ReviewPolicy(app=app, stage=check_stage(stage or "crawl"), bars=DEFAULT_BARS)
-        session.add(row)
-        session.add(ReviewStageMove(app=app, from_stage=None, to_stage=row.stage, numbers={}))
-    elif stage is not None and stage != row.stage:
+    if row is not None and stage is not None and stage != row.stage:
         raise InvalidRequest(
             f"'{app}' is in {row.stage}: change its stage with `fmstack review move {app} {stage}` "
             "(POST /v1/reviews/policies/{app}/move), which checks the bars and records the move.",
             param="stage",
         )
+    final_stage = row.stage if row is not None else check_stage(stage or "crawl")
+    judge = values.get("judge_model", row and row.judge_model)
+    if final_stage == "run" and not (judge or row and row.judge_classifier):
+        raise InvalidRequest(f"judge_model: '{app}' in run needs a judge (--judge MODEL).", param="judge_model")
+    if row is None:
+        row = ReviewPolicy(app=app, stage=final_stage, bars=DEFAULT_BARS)
+        session.add(row)
+        session.add(ReviewStageMove(app=app, from_stage=None, to_stage=row.stage, numbers={}))
     if "bars" in values:  # per stage, the bars given replace those of the same name; the others stay
         values["bars"] = {s: (row.bars or {}).get(s, {}) | values["bars"].get(s, {}) for s in STAGES[:-1]}
     for name, value in values.items():

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import case, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -98,7 +98,8 @@ def next_item(session: Session, reviewer: str, app: str | None = None) -> Review
     )
     if app:
         query = query.where(ReviewItem.app == app)
-    candidates = session.scalars(query.order_by(ReviewItem.id).limit(500)).all()
+    first = (case((ReviewItem.assignee == reviewer, 0), else_=1), case((ReviewItem.reason == "crawl", 0), else_=1))
+    candidates = session.scalars(query.order_by(*first, ReviewItem.id).limit(500)).all()
     reviewed = set(
         session.scalars(
             select(ReviewItem.trace_id).where(
@@ -106,10 +107,9 @@ def next_item(session: Session, reviewer: str, app: str | None = None) -> Review
             )
         )
     )
-    free = [c for c in candidates if _free(c, reviewer, now) and c.trace_id not in reviewed]
-    if not free:
+    item = next((c for c in candidates if _free(c, reviewer, now) and c.trace_id not in reviewed), None)
+    if item is None:
         return None
-    item = min(free, key=lambda c: (c.assignee != reviewer, c.reason != "crawl", c.id))
     item.opened_by, item.opened_at = reviewer, now
     session.flush()
     return item
@@ -214,6 +214,8 @@ def assign(session: Session, item_id: int, assignee: str | None) -> ReviewItem:
     item = get_item(session, item_id)
     if item.status != "pending":
         _conflict(session, item_id)
+    if assignee is not None and len(assignee) > 200:
+        raise InvalidRequest("assignee: a name of at most 200 characters.", param="assignee")
     item.assignee = (assignee or "").strip() or None
     session.flush()
     return item
@@ -299,7 +301,7 @@ def item_dict(item: ReviewItem, trace: Trace | None = None, policy: Policy | Non
             "model": trace.model,
             "endpoint": trace.endpoint,
             "user": trace.user,
-            "messages": request.get("messages"),
+            "messages": conversation(request),
             "prompt": request.get("prompt"),
             "sources": (trace.retrieval or {}).get("chunks") or [],
             "created_at": _utc(trace.created_at).isoformat(),
@@ -307,6 +309,14 @@ def item_dict(item: ReviewItem, trace: Trace | None = None, policy: Policy | Non
     if policy is not None:
         data["rubric"], data["threshold"] = policy.rubric, policy.threshold
     return data
+
+
+def conversation(request: dict | None) -> list[dict] | None:
+    """The messages a request answered: a chat request's `messages`, or the Responses API's `input` (a string is
+    one user turn)."""
+    request = request or {}
+    turns = request.get("messages") or request.get("input")
+    return [{"role": "user", "content": turns}] if isinstance(turns, str) else turns
 
 
 def final_text(item: ReviewItem) -> str | None:
@@ -317,9 +327,10 @@ def final_text(item: ReviewItem) -> str | None:
 
 
 def _need_reviewer(reviewer: str) -> None:
-    if not (reviewer or "").strip():
+    if not (reviewer or "").strip() or len(reviewer) > 200:
         raise InvalidRequest(
-            "reviewer: say who is reviewing (a name), so decisions and time are counted.", param="reviewer"
+            "reviewer: say who is reviewing (a name of at most 200 characters), so decisions and time are counted.",
+            param="reviewer",
         )
 
 

@@ -1,7 +1,7 @@
 """The one store: SQLite (WAL) in the data directory, or PostgreSQL; SQLAlchemy models, Alembic migrations.
 
 `open_store(settings)` migrates it to the newest schema (`migrations/versions/`) and returns a session factory.
-Its 14 tables, in `schema`:
+Its tables, in `schema`:
 
 - requests: `traces` (one row per model call, success or failure: who asked and through what — app, user, API
   key name, stored prompt, route and variant, eval run — then the answer, tokens, latency and cost) and
@@ -14,7 +14,10 @@ Its 14 tables, in `schema`:
   index for keyword search (the FTS5 table `rag_chunks_fts` on SQLite, a tsvector column on PostgreSQL) and,
   on a PostgreSQL server with pgvector, a vector column;
 - access: `api_keys` (name, app, scopes, limits and budget of each key, and the sha256 of its secret; see
-  `fmstack.core.keys`).
+  `fmstack.core.keys`);
+- human review: `review_policies` (per app: its stage, crawl, walk or run, and settings), `review_stage_moves`
+  (every stage change, with the numbers at the time) and `review_items` (the queue: held crawl answers, samples,
+  thumbs-downs, low judge scores, with each decision; see `fmstack.app.review`).
 
 `traces` writes trace rows off the token path (`TraceWriter`) and reads traces and feedback back. Layer: part of
 `fmstack.core`; imports only `fmstack.core.config` and `fmstack.core.errors` from fmstack.

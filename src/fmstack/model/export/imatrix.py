@@ -159,11 +159,11 @@ def importance_matrix(
     try:
         chunks = token_chunks(model, text, chunk, "--imatrix: the calibration text")
         params = llama_cpp.llama_context_default_params()
-        params.n_ctx = params.n_batch = params.n_ubatch = chunk
+        params.n_ctx = params.n_batch = params.n_ubatch = window(model, chunk)
         params.n_threads = params.n_threads_batch = threads
         params.cb_eval, params.cb_eval_user_data = callback, None
         context = LlamaContext(model=model, params=params, verbose=False)
-        batch = LlamaBatch(n_tokens=chunk, embd=0, n_seq_max=1, verbose=False)
+        batch = LlamaBatch(n_tokens=window(model, chunk), embd=0, n_seq_max=1, verbose=False)
         for done, tokens in enumerate(chunks, 1):
             context.kv_cache_clear()
             batch.set_batch(tokens, n_past=0, logits_all=True)  # every position: the last layer sees every row
@@ -179,9 +179,16 @@ def importance_matrix(
     return Importance(values, sum(map(len, chunks)), len(chunks))
 
 
+def window(model: LlamaModel, chunk: int) -> int:
+    """Tokens per window: `chunk`, or fewer for a model trained on a shorter context."""
+    return min(chunk, llama_cpp.llama_model_n_ctx_train(model.model))
+
+
 def token_chunks(model: LlamaModel, text: str, chunk: int, what: str, limit: int | None = None) -> list[list[int]]:
-    """`text` as consecutive windows of at most `chunk` tokens (at most `limit` text tokens in all), each starting
-    with BOS where the model's tokenizer adds one, as llama.cpp's perplexity and imatrix programs read a text."""
+    """`text` as consecutive windows of at most `chunk` tokens (or the model's trained context, if shorter; at most
+    `limit` text tokens in all), each starting with BOS where the model's tokenizer adds one, as llama.cpp's
+    perplexity and imatrix programs read a text."""
+    chunk = window(model, chunk)
     bos = [model.token_bos()] if llama_cpp.llama_vocab_get_add_bos(model.vocab) and model.token_bos() >= 0 else []
     tokens = model.tokenize(text.encode(), add_bos=False, special=False)[:limit]
     step = chunk - len(bos)

@@ -6,10 +6,10 @@ so its load time and peak resident memory are its own and not what an earlier mo
 process:
 
 1. The model is loaded on the llamacpp engine that `fmstack up` serves it with (load time), and generates through
-   it: prefill tokens/s on three fresh ~300-token passages (no prefix cache hits), decode tokens/s of one stream
-   (64 tokens after the first, end-of-generation tokens banned so every run decodes as long), and the generated
-   tokens/s of `streams` requests at once (the engine's continuous batching; prompts included). Peak RSS is
-   read (VmHWM) after these, so it is the serving footprint.
+   it: prefill tokens/s on three fresh passages of up to 320 tokens (no prefix cache hits; the median), decode
+   tokens/s of one stream (64 tokens after the first, end-of-generation tokens banned so every run decodes as
+   long), and the generated tokens/s of `streams` requests at once (the engine's continuous batching; prompts
+   included). Peak RSS is read (VmHWM) after these, so it is the serving footprint.
 2. With a held-out text: the text is read in windows of 512 tokens, as llama.cpp's perplexity program does, and
    every next-token distribution is kept. The reference variant (the most bits per weight) writes its
    log-probabilities to a temporary file, each row quantized to 16 bits over its own range (llama.cpp's
@@ -42,6 +42,7 @@ from fmstack.core.errors import FmstackError, InvalidRequest
 from fmstack.core.registry import Registry
 
 CHUNK = 512  # tokens per perplexity window
+PREFILL_TOKENS = 320  # at most: shorter for a model with a short context
 DECODE_TOKENS = 64
 STREAM_TOKENS = 32
 PASSAGE = (
@@ -94,14 +95,18 @@ def measure_variants(
     *,
     text_tokens: int = 1024,
     streams: int = 8,
+    reference: str | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> list[Measurement]:
-    """Measure every variant (each in its own process, the reference first); returned in the order given."""
+    """Measure every variant (each in its own process, the reference first); returned in the order given. The
+    reference is the variant with the most bits per weight unless named (a teacher, say)."""
     paths = _gguf_paths(names, settings)
     if text is not None and not text.is_file():
         raise InvalidRequest(f"--text {text}: no such file; give a plain-text file the models were not trained on.")
+    if reference is not None and reference not in names:
+        raise InvalidRequest(f"--reference {reference!r} is not one of the models compared ({', '.join(names)}).")
     precision = {name: bits_per_weight(path) for name, path in paths.items()}
-    reference = max(names, key=lambda n: precision[n])
+    reference = reference or max(names, key=lambda n: precision[n])
     measured = {}
     with tempfile.TemporaryDirectory(prefix="fmstack-measure-") as tmp:
         for name in [reference, *(n for n in names if n != reference)]:
@@ -176,7 +181,10 @@ async def _speeds(engine, streams: int) -> tuple[float, float, float]:
                                  speculative=False)  # fmt: skip
 
     await _timed(engine, request("Warm-up.", 4))
-    prefills = [await _timed(engine, request(f"Passage {i}. {PASSAGE}", 1)) for i in range(3)]
+    passages = [
+        _fit(engine, f"Passage {i}. {PASSAGE}", min(PREFILL_TOKENS, engine.context_length // 2)) for i in range(3)
+    ]
+    prefills = [await _timed(engine, request(passage, 1)) for passage in passages]
     prefill = sorted((p.prompt - p.cached) / p.total for p in prefills)[1]
     one = await _timed(engine, request(f"{STORY}\n\n", DECODE_TOKENS + 1))
     many = [request(f"Story {i}. {STORY}\n\n", STREAM_TOKENS) for i in range(streams)]
@@ -184,6 +192,14 @@ async def _speeds(engine, streams: int) -> tuple[float, float, float]:
     runs = await asyncio.gather(*(_timed(engine, r) for r in many))
     together = sum(r.completion for r in runs) / (time.perf_counter() - started)
     return prefill, one.decode_rate, together
+
+
+def _fit(engine, text: str, limit: int) -> str:
+    """`text` cut at a word boundary to at most `limit` tokens, so a short-context model can still be timed."""
+    words = text.split()
+    while len(engine.model.tokenize(" ".join(words).encode(), add_bos=True, special=False)) > limit:
+        words = words[: int(len(words) * 0.9)]
+    return " ".join(words)
 
 
 @dataclass
@@ -235,17 +251,17 @@ def _quality(result: Measurement, path: Path, text: str, tokens: int, threads: i
     from llama_cpp._internals import LlamaBatch, LlamaContext, LlamaModel
     from llama_cpp._logger import set_verbose
 
-    from fmstack.model.export.imatrix import token_chunks
+    from fmstack.model.export.imatrix import token_chunks, window
 
     set_verbose(False)
     model = LlamaModel(path_model=str(path), params=llama_cpp.llama_model_default_params(), verbose=False)
     try:
         chunks = token_chunks(model, text, CHUNK, "--text: the held-out text", tokens)
         params = llama_cpp.llama_context_default_params()
-        params.n_ctx = params.n_batch = params.n_ubatch = CHUNK
+        params.n_ctx = params.n_batch = params.n_ubatch = window(model, CHUNK)
         params.n_threads = params.n_threads_batch = threads
         context = LlamaContext(model=model, params=params, verbose=False)
-        batch = LlamaBatch(n_tokens=CHUNK, embd=0, n_seq_max=1, verbose=False)
+        batch = LlamaBatch(n_tokens=window(model, CHUNK), embd=0, n_seq_max=1, verbose=False)
         store = _Distributions(ref, chunks, model.n_vocab(), save)
         nll = []
         for tokens_in in chunks:

@@ -146,6 +146,8 @@
     renderJudge(item);
     $("rubric-box").hidden = !item.rubric;
     $("rubric").textContent = item.rubric || "";
+    // the keyboard shortcuts work at once, unless the reviewer is typing elsewhere (an assignee's name)
+    if ([document.body, $("reviewer"), $("app"), $("next")].includes(document.activeElement)) $("item").focus();
   }
 
   async function next() {
