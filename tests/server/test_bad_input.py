@@ -33,7 +33,8 @@ CASES = [
     ("logit_bias key not a token id", dict(json={"model": TEST_MODEL, "messages": HELLO, "logit_bias": {"a": 1}})),
     ("logit_bias out of range", dict(json={"model": TEST_MODEL, "messages": HELLO, "logit_bias": {"5": 101}})),
     ("logit_bias past vocab", dict(json={"model": TEST_MODEL, "messages": HELLO, "logit_bias": {"99999999": 1}})),
-    ("n > 1", dict(json={"model": TEST_MODEL, "messages": HELLO, "n": 3})),
+    ("n larger than the queue", dict(json={"model": TEST_MODEL, "messages": HELLO, "n": 100})),
+    ("n over the schema limit", dict(json={"model": TEST_MODEL, "messages": HELLO, "n": 1000})),
     (
         "bad json schema",
         dict(

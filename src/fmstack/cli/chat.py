@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 from collections.abc import Callable, Iterator
 
 import openai
@@ -126,7 +127,8 @@ def _local(gateway: Gateway, runner: asyncio.Runner) -> Reply:
 
 
 def _remote(url: str) -> Reply:
-    client = openai.OpenAI(base_url=url, api_key="fmstack", default_headers={"X-Fmstack-App": APP})
+    key = os.environ.get("FMSTACK_API_KEY") or os.environ.get("OPENAI_API_KEY") or "none"  # for a server with keys
+    client = openai.OpenAI(base_url=url, api_key=key, default_headers={"X-Fmstack-App": APP})
 
     def reply(model: str, messages: list[dict]) -> Iterator[str]:
         for chunk in client.chat.completions.create(model=model, messages=messages, stream=True):
