@@ -376,7 +376,16 @@ def _contextual_changes(rag, folder: Path, config) -> int:
     return changed
 
 
-def quality(work: Path, chat_model: str, writer_model: str, samples: int, out: Path, result: dict) -> dict:
+def quality(
+    work: Path,
+    chat_model: str,
+    writer_model: str,
+    samples: int,
+    out: Path,
+    result: dict,
+    corpora: list[str],
+    rerank_questions: int,
+) -> dict:
     """Every option on both corpora: retrieval modes, contextual chunks, the int8 ONNX backend (chunks/s and recall),
     LLM and cross-encoder reranking (MRR, latency), calibration and tuning, against hand-written question sets."""
     os.environ["FMSTACK_HOME"] = str(work / "home-quality")
@@ -398,6 +407,8 @@ def quality(work: Path, chat_model: str, writer_model: str, samples: int, out: P
         out.write_text(json.dumps(result, indent=2))
 
     for corpus, (folder, qpath) in _corpora(work).items():
+        if corpus not in corpora:
+            continue
         questions = load_questions(qpath)
         config = ChunkConfig(chunk_tokens=200, overlap=40) if corpus == "wiki" else ChunkConfig(160, 0, "structure")
         reports = {}
@@ -420,8 +431,11 @@ def quality(work: Path, chat_model: str, writer_model: str, samples: int, out: P
         save(corpus, "hybrid+onnx-int8", _timed_eval(rag, f"{corpus}-onnx", questions))
         if changed:
             save(corpus, "hybrid+contextual", _timed_eval(rag, f"{corpus}-ctx", questions))
-        save(corpus, f"hybrid+llm rerank ({chat_model})",
-             _timed_eval(rag, corpus, questions, rerank="llm", rerank_model=chat_model))  # fmt: skip
+        if rerank_questions:  # 20 chat-model calls a question: a sample of the answerable ones
+            sample = [q for q in questions if q.answerable][:rerank_questions]
+            save(corpus, f"hybrid+llm rerank ({chat_model}, {len(sample)} questions)",
+                 _timed_eval(rag, corpus, sample, rerank="llm", rerank_model=chat_model))  # fmt: skip
+            save(corpus, f"hybrid, the same {len(sample)} questions", _timed_eval(rag, corpus, sample))
         t0 = time.perf_counter()
         plot = out.parent / f"rag-calibration-{corpus}.png"
         cal = calibrate(rag, gateway, corpus, writer_model, samples=40, plot=plot)
@@ -503,12 +517,17 @@ def main() -> None:
     p.add_argument("--chat-model", default="smollm2-135m-instruct", help="the LLM reranker (--quality)")
     p.add_argument("--writer-model", default="qwen2.5-0.5b-instruct", help="writes calibrate/tune questions")
     p.add_argument("--samples", type=int, default=120, help="chunks `tune` writes questions about (--quality)")
+    p.add_argument("--corpora", default="stdlib,wiki", help="which corpora (--quality)")
+    p.add_argument("--rerank-questions", type=int, default=12, help="questions the LLM reranker is measured on")
     args = p.parse_args()
     result: dict = {"machine": machine_info(args)}
     if args.quality:
         args.out.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix="fmstack-rag-quality-") as tmp:
-            quality(Path(tmp), args.chat_model, args.writer_model, args.samples, args.out / "rag-quality.json", result)
+            out = args.out / f"rag-quality-{args.corpora.replace(',', '-')}.json"
+            corpora = args.corpora.split(",")
+            quality(Path(tmp), args.chat_model, args.writer_model, args.samples, out, result, corpora,
+                    args.rerank_questions)  # fmt: skip
         return
     with tempfile.TemporaryDirectory(prefix="fmstack-rag-bench-") as tmp:
         work = Path(tmp)

@@ -205,7 +205,7 @@ def test_traces_list_show_export_against_a_server_store(server, tmp_path):
 def test_terminal_chat_streams_and_handles_commands(home):
     script = "/system Answer in one short sentence.\nHello!\n/model smollm2-priced\nWhat is 2+2?\n/quit\n"
     result = subprocess.run(
-        [sys.executable, "-m", "fmstack", "chat", "--model", "smollm2-135m-instruct"],
+        [sys.executable, "-m", "fmstack", "chat", "--model", "smollm2-135m-instruct", "--max-tokens", "32"],
         input=script,
         capture_output=True,
         text=True,

@@ -268,3 +268,19 @@ def _common(a: list[int], b: list[int]) -> int:
     while n < min(len(a), len(b)) and a[n] == b[n]:
         n += 1
     return n
+
+
+def test_close_ends_running_and_waiting_streams():
+    e = load(parallel=1, queue_size=2)
+    long = chat("Write a long story.", max_tokens=300, temperature=0, logit_bias=BAN_END)
+
+    async def go():
+        running = e.stream(e.prepare(long))
+        await anext(running)
+        waiting = e.stream(e.prepare(long))
+        await asyncio.to_thread(e.close)
+        rest = [event async for event in running]
+        assert not any(isinstance(event, Finish) for event in rest)  # cut, not finished
+        assert [event async for event in waiting] == []
+
+    asyncio.run(go())

@@ -110,7 +110,7 @@ def test_eval_generations_and_judge_calls_are_traces_of_the_run(home, tmp_path):
 def test_terminal_chat_commits_its_last_trace_before_exiting(home, ending):
     """The chat runs in-process (no embedded HTTP server) and waits for the trace writer when it ends."""
     result = subprocess.run(
-        [sys.executable, "-m", "fmstack", "chat", "--model", TEST_MODEL],
+        [sys.executable, "-m", "fmstack", "chat", "--model", TEST_MODEL, "--max-tokens", "24"],
         input="Hello!\nAnd again?\n" + ending,
         capture_output=True,
         text=True,
@@ -124,4 +124,4 @@ def test_terminal_chat_commits_its_last_trace_before_exiting(home, ending):
     finally:
         gateway.close()
     assert [r.status for r in rows] == ["ok", "ok"] and all(r.app == "fmstack-chat" for r in rows)
-    assert rows[1].request["messages"][-1]["content"] == "And again?"
+    assert rows[1].request["messages"][-1]["content"] == "And again?" and rows[1].completion_tokens <= 24

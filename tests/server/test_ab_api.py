@@ -120,3 +120,15 @@ def test_the_report_and_metrics_count_the_route(server, route):
     latency = {v["name"]: v["estimates"]["latency"]["mean"] for v in report["variants"]}
     assert latency[B] == pytest.approx(sum(t["latency_ms"] for t in made[B]) / 2)
     assert B in report["verdicts"]
+
+
+def test_a_stored_prompt_whose_model_is_a_route_is_routed_too(server, route):
+    saved = httpx.post(f"{server.base}/v1/prompts", timeout=30, json={
+        "name": "ab-greeting", "user": "Say {{ word }}.", "params": {"model": ROUTE, "max_tokens": 3}})
+    assert saved.status_code in (200, 201), saved.text
+    user = USERS[B][0]
+    answer = httpx.post(f"{server.base}/v1/prompts/ab-greeting/chat/completions", timeout=120,
+                        json={"variables": {"word": "hi"}, "user": user})
+    assert answer.status_code == 200, answer.text
+    t = httpx.get(f"{server.base}/api/traces/{answer.json()['id']}", timeout=30).json()
+    assert (t["route"], t["variant"], t["model"], t["prompt_name"]) == (ROUTE, B, B, "ab-greeting")

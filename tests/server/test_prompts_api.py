@@ -19,6 +19,10 @@ CAPITALS = {
 }
 
 
+def counts(usage: dict) -> tuple[int, int, int]:
+    return usage["prompt_tokens"], usage["completion_tokens"], usage["total_tokens"]
+
+
 @pytest.fixture()
 def client(home):
     from fmstack.server import create_app
@@ -127,7 +131,7 @@ def test_prompt_completion_answers_like_chat_completions_and_is_traced(server):
     ]
     direct = post(server, "/v1/chat/completions", {"messages": messages, **CAPITALS["params"]}).json()
     assert direct["choices"][0]["message"] == body["choices"][0]["message"]
-    assert direct["usage"] == body["usage"]
+    assert counts(direct["usage"]) == counts(body["usage"])  # cached_tokens depend on what ran before
 
     headers, events = sse(
         server,
@@ -139,7 +143,7 @@ def test_prompt_completion_answers_like_chat_completions_and_is_traced(server):
     assert all(c["object"] == "chat.completion.chunk" for c in chunks) and len({c["id"] for c in chunks}) == 1
     text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
     assert text == body["choices"][0]["message"]["content"]
-    assert chunks[-1]["usage"] == body["usage"]
+    assert counts(chunks[-1]["usage"]) == counts(body["usage"])
 
     # overrides: another version through the latest ref, and a request parameter over the stored one
     latest = post(server, f"/v1/prompts/{name}/chat/completions", {"variables": {"country": "Japan"}, "max_tokens": 2})

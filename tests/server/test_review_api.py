@@ -230,7 +230,7 @@ def test_bad_input_gets_a_clear_4xx_naming_the_field(srv):
     assert httpx.get(f"{base}/v1/reviews/policies/nobody", timeout=30).status_code == 404
     assert httpx.get(f"{base}/v1/reviews/items", params={"app": "nobody"}, timeout=30).status_code == 404
     unknown_judge = httpx.put(f"{base}/v1/reviews/policies/x", json={"judge_model": "nope"}, timeout=30)
-    assert unknown_judge.status_code == 404 and unknown_judge.json()["error"]["param"] == "model"
+    assert unknown_judge.status_code == 404 and unknown_judge.json()["error"]["param"] == "judge_model"
     share = httpx.put(f"{base}/v1/reviews/policies/x", json={"share": 2}, timeout=30)
     assert share.status_code == 400 and share.json()["error"]["param"] == "share"
     assert httpx.get(f"{base}/v1/reviews/policies/x", timeout=30).status_code == 404  # nothing half-written

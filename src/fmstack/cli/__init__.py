@@ -239,6 +239,7 @@ def chat(
         help="Talk to a running fmstack (or any OpenAI-compatible) server "
         "instead of loading the model in this process, e.g. http://127.0.0.1:8000/v1",
     ),
+    max_tokens: int = typer.Option(None, "--max-tokens", min=1, help="Longest answer, in tokens (default: no cap)."),
 ) -> None:
     """Chat in the terminal, streaming. Commands: /model NAME, /system TEXT, /reset, /quit.
 
@@ -247,7 +248,7 @@ def chat(
     from fmstack.cli.chat import run_chat
 
     settings = get_settings()
-    run_chat(console, settings, model or settings.default_model, system, url)
+    run_chat(console, settings, model or settings.default_model, system, url, max_tokens)
 
 
 def _ms(value: float | None) -> str:

@@ -25,16 +25,24 @@ APP = "fmstack-chat"
 Reply = Callable[[str, list[dict]], Iterator[str]]  # (model, messages) -> the answer's text pieces
 
 
-def run_chat(console: Console, settings: Settings, model: str, system: str | None, url: str | None) -> None:
+def run_chat(
+    console: Console,
+    settings: Settings,
+    model: str,
+    system: str | None,
+    url: str | None,
+    max_tokens: int | None = None,
+) -> None:
+    params = {"max_tokens": max_tokens} if max_tokens else {}
     if url is not None:
-        _loop(console, model, system, _remote(url))
+        _loop(console, model, system, _remote(url, params))
         return
     with asyncio.Runner() as runner:
         gateway = Gateway.open(settings)
         try:
             console.print(f"[dim]loading {model}…[/]")
             runner.run(asyncio.to_thread(gateway.pool.get, model))
-            _loop(console, model, system, _local(gateway, runner))
+            _loop(console, model, system, _local(gateway, runner, params))
         finally:
             gateway.close()  # commits every trace handed in before the process ends
 
@@ -111,12 +119,13 @@ def _turn(console: Console, reply: Reply, model: str, messages: list[dict]) -> s
     return "".join(parts)
 
 
-def _local(gateway: Gateway, runner: asyncio.Runner) -> Reply:
+def _local(gateway: Gateway, runner: asyncio.Runner, params: dict) -> Reply:
     """Answers from the gateway, read one delta at a time on the chat's own event loop."""
 
     def reply(model: str, messages: list[dict]) -> Iterator[str]:
-        call = gateway.call("chat.completions", "chatcmpl", {"model": model, "messages": messages}, CallContext(APP))
-        deltas = runner.run(gateway.stream(call, model, generation_request(messages, {})))
+        recorded = {"model": model, "messages": messages} | params
+        call = gateway.call("chat.completions", "chatcmpl", recorded, CallContext(APP))
+        deltas = runner.run(gateway.stream(call, model, generation_request(messages, params)))
         try:
             while (delta := runner.run(anext(deltas, None))) is not None:
                 yield delta.text
@@ -126,12 +135,12 @@ def _local(gateway: Gateway, runner: asyncio.Runner) -> Reply:
     return reply
 
 
-def _remote(url: str) -> Reply:
+def _remote(url: str, params: dict) -> Reply:
     key = os.environ.get("FMSTACK_API_KEY") or os.environ.get("OPENAI_API_KEY") or "none"  # for a server with keys
     client = openai.OpenAI(base_url=url, api_key=key, default_headers={"X-Fmstack-App": APP})
 
     def reply(model: str, messages: list[dict]) -> Iterator[str]:
-        for chunk in client.chat.completions.create(model=model, messages=messages, stream=True):
+        for chunk in client.chat.completions.create(model=model, messages=messages, stream=True, **params):
             if chunk.choices and (text := chunk.choices[0].delta.content):
                 yield text
 

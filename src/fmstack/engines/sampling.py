@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ctypes
 import random
+from collections.abc import Callable
 
 import llama_cpp
 import numpy as np
@@ -88,7 +89,7 @@ class Logprobs:
     """Log-probabilities of the model's raw logits (before bias, grammar and temperature, as OpenAI reports
     them), for the token sampled from one batch row and the `top` most likely ones."""
 
-    def __init__(self, n_vocab: int, piece: callable):
+    def __init__(self, n_vocab: int, piece: Callable[[int], bytes]):
         self.n_vocab = n_vocab
         self._piece = piece
 

@@ -20,8 +20,9 @@ NOW = datetime.now(UTC)
 _ids = itertools.count()
 
 
-def routes(home: Path) -> RouteStore:
-    settings = Settings(home=home)
+def routes(home: Path, database_url: str | None = None) -> RouteStore:
+    """Routes on the store in `home` (or at `database_url`), checked against `home`'s registry."""
+    settings = Settings(home=home, database_url=database_url)
     return RouteStore(open_store(settings), Registry(settings))
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from sqlalchemy.orm import sessionmaker
 
 from fmstack.app.ab import overview
 from fmstack.core.errors import FmstackError
@@ -17,7 +18,11 @@ SINCE, UNTIL = NOW - timedelta(hours=2), NOW + timedelta(minutes=1)
 
 @pytest.fixture()
 def data(home):
-    store = routes(home)
+    return fill(routes(home))
+
+
+def fill(store) -> sessionmaker:
+    """The fixed traffic every number below is computed from by hand."""
     store.create("shop", {A: 60, B: 40}, actor="ann")
     s = store.sessions
     for latency in (100.0, 200.0, 300.0):

@@ -110,3 +110,11 @@ def test_numeric_tolerances() -> None:
     assert off.reason == "got 41, expected 42"
     assert score("numeric", "no idea", "42").reason == "no number in output"
     assert score("numeric", "42", "forty-two").error.startswith("reference is not a number")
+
+
+def test_json_match_compares_values_not_layout() -> None:
+    reference = '{"name": "Ada", "age": 36}'
+    assert score("json_match", '```json\n{\n  "age": 36,\n  "name": "Ada"\n}\n```', reference).value == 1.0
+    wrong = score("json_match", '{"name": "Ada", "age": "36"}', reference)
+    assert wrong.value == 0.0 and "differs from the reference" in wrong.reason
+    assert "not valid JSON" in score("json_match", "Ada, 36", reference).reason

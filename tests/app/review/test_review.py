@@ -29,7 +29,7 @@ from fmstack.app.review.service import JUDGE_METRIC, Reviews
 from fmstack.app.review.stats import edit_distance
 from fmstack.app.review.suite import suite_from_reviews
 from fmstack.core.config import get_settings
-from fmstack.core.errors import FmstackError, InvalidRequest, ModelNotFound, NotFound
+from fmstack.core.errors import FmstackError, InvalidRequest, NotFound
 from fmstack.core.registry import Registry
 from fmstack.core.store.schema import ReviewItem, ReviewPolicy, Trace, TraceScore
 from fmstack.core.store.traces import add_feedback
@@ -210,7 +210,7 @@ def test_next_item_order_assignment_skips_and_second_reviews(sessions):
 
 def test_policy_validation_names_the_field_and_writes_nothing(sessions):
     cases = [
-        ({"judge_model": "no-such-model"}, ModelNotFound, "model"),
+        ({"judge_model": "no-such-model"}, NotFound, "judge_model"),
         ({"judge_model": "all-minilm-l6-v2"}, InvalidRequest, "judge_model"),
         ({"judge_metric": "correctness"}, InvalidRequest, "judge_metric"),
         ({"bars": {"run": {"min_reviewed": 1}}}, InvalidRequest, "bars"),

@@ -15,8 +15,8 @@ routes.rollback("shop")
 ```
 
 `routes` (the store's routes and their history), `report` and `stats` (the comparison), `gate` (promotion),
-`dashboard` (`overview`: per app and per route/variant aggregates over a time range). Serving itself is the gateway's
-(`fmstack.gateway.routes`): every caller of the gateway is routed.
+`times` (UTC), `dashboard` (`overview`: per app and per route/variant aggregates over a time range). Serving itself
+is the gateway's (`fmstack.gateway.routes`): every caller of the gateway is routed.
 
 Layer: imports `fmstack.core` and, for the review numbers, `fmstack.app.review`; the server and the CLI import it.
 """

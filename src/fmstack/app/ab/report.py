@@ -23,11 +23,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from fmstack.app.ab.routes import RouteInfo
-from fmstack.app.ab.stats import diff_ci, mean_ci
+from fmstack.app.ab.routes import RouteInfo, VariantInfo
+from fmstack.app.ab.stats import Arm
 from fmstack.app.ab.times import utc
 from fmstack.app.review.stats import DECIDED, human_label
 from fmstack.core.errors import InvalidRequest
@@ -176,9 +176,14 @@ def build_report(
         samples, requests = collect(session, route.name, since, until)
     scores = sorted({k for per in samples.values() for k in per if k.startswith("score:")})
     metrics = [*BUILTIN, *(Metric(k, k.removeprefix("score:"), "", False) for k in scores)]
-    variants = [_variant(v, samples.get(v.name, {}), requests.get(v.name, 0), metrics) for v in route.variants]
+    arms = {
+        (v.name, m.key): Arm(samples.get(v.name, {}).get(m.key, []), seed=[i, j])
+        for i, v in enumerate(route.variants)
+        for j, m in enumerate(metrics)
+    }
+    variants = [_variant(v, requests.get(v.name, 0), metrics, arms) for v in route.variants]
     comparisons = [
-        _compare(m, name, baseline, samples.get(name, {}), samples.get(baseline, {}))
+        _compare(m, arms[name, m.key], arms[baseline, m.key], name, baseline)
         for name in names
         if name != baseline
         for m in metrics
@@ -210,29 +215,25 @@ def collect(
 
 
 def _feedback(session: Session, route: str, since, until) -> list[tuple[str, str, float]]:
-    """Thumbs (each rated trace's latest rating) and approvals (each decided first review)."""
-    latest = (
-        select(func.max(Feedback.id)).where(Feedback.rating.is_not(None)).group_by(Feedback.trace_id).scalar_subquery()
-    )
-    thumbs = select(Trace.variant, Feedback.rating).join(Feedback, Feedback.trace_id == Trace.id)
-    thumbs = _where(thumbs.where(Feedback.id.in_(latest)), route, since, until)
+    """Thumbs (each rated trace's latest rating) and approvals (each decided first review). The latest rating is
+    picked here, in id order, not by a subquery: SQLite would probe every rating for every trace."""
+    thumbs = select(Trace.variant, Feedback.trace_id, Feedback.rating).join(Feedback, Feedback.trace_id == Trace.id)
+    thumbs = _where(thumbs.where(Feedback.rating.is_not(None)).order_by(Feedback.id), route, since, until)
+    latest = {trace_id: (variant, rating) for variant, trace_id, rating in session.execute(thumbs)}
     reviews = select(Trace.variant, ReviewItem.status).join(ReviewItem, ReviewItem.trace_id == Trace.id)
     reviews = _where(reviews.where(ReviewItem.copy == 0, ReviewItem.status.in_(DECIDED)), route, since, until)
-    return [(v, "thumbs", float(r == 1)) for v, r in session.execute(thumbs)] + [
+    return [(v, "thumbs", float(r == 1)) for v, r in latest.values()] + [
         (v, "approval", float(human_label(s))) for v, s in session.execute(reviews)
     ]
 
 
 def _scores(session: Session, route: str, since, until) -> list[tuple[str, str, float]]:
-    latest = (
-        select(func.max(TraceScore.id))
-        .where(TraceScore.value.is_not(None))
-        .group_by(TraceScore.trace_id, TraceScore.metric)
-        .scalar_subquery()
-    )
-    query = select(Trace.variant, TraceScore.metric, TraceScore.value).join(TraceScore, TraceScore.trace_id == Trace.id)
-    query = _where(query.where(TraceScore.id.in_(latest)), route, since, until)
-    return [(v, f"score:{m}", value) for v, m, value in session.execute(query)]
+    """The latest score of each trace on each metric."""
+    query = select(Trace.variant, TraceScore.trace_id, TraceScore.metric, TraceScore.value)
+    query = query.join(TraceScore, TraceScore.trace_id == Trace.id).where(TraceScore.value.is_not(None))
+    rows = session.execute(_where(query.order_by(TraceScore.id), route, since, until))
+    latest = {(trace_id, metric): (variant, value) for variant, trace_id, metric, value in rows}
+    return [(v, f"score:{metric}", value) for (_, metric), (v, value) in latest.items()]
 
 
 def _where(query: Select, route: str, since: datetime | None, until: datetime | None) -> Select:
@@ -244,19 +245,17 @@ def _where(query: Select, route: str, since: datetime | None, until: datetime | 
     return query
 
 
-def _variant(v, samples: dict[str, list[float]], requests: int, metrics: list[Metric]) -> VariantReport:
-    answered = len(samples.get("latency", []))
-    report = VariantReport(v.name, v.model, v.weight, requests, answered)
+def _variant(v: VariantInfo, requests: int, metrics: list[Metric], arms: dict[tuple[str, str], Arm]) -> VariantReport:
+    report = VariantReport(v.name, v.model, v.weight, requests, arms[v.name, "latency"].n)
     for m in metrics:
-        values = samples.get(m.key, [])
-        report.estimates[m.key] = Estimate(len(values), *mean_ci(values))
+        arm = arms[v.name, m.key]
+        report.estimates[m.key] = Estimate(arm.n, *arm.ci())
     return report
 
 
-def _compare(metric: Metric, variant: str, baseline: str, mine: dict, theirs: dict) -> Comparison:
-    a, b = theirs.get(metric.key, []), mine.get(metric.key, [])
-    diff, low, high = diff_ci(a, b)
-    if min(len(a), len(b)) < MIN_SAMPLES:
+def _compare(metric: Metric, mine: Arm, theirs: Arm, variant: str, baseline: str) -> Comparison:
+    diff, low, high = mine.minus(theirs)
+    if min(mine.n, theirs.n) < MIN_SAMPLES:
         outcome = "too few"
     elif low > 0 or high < 0:
         outcome = "worse" if (low > 0) == metric.lower_is_better else "better"

@@ -12,7 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from fmstack.app.eval.metrics import get_metric
-from fmstack.core.errors import InvalidRequest, NotFound
+from fmstack.core.errors import InvalidRequest, ModelNotFound, NotFound
 from fmstack.core.registry import Registry
 from fmstack.core.store.schema import ReviewPolicy, ReviewStageMove, utcnow
 
@@ -190,7 +190,10 @@ def check_stage(stage: str) -> str:
 def _check(registry: Registry, values: dict[str, Any]) -> None:
     """The judge is a chat model fmstack knows, its metric a judge metric, the bars known names per stage."""
     if model := values.get("judge_model"):
-        spec = registry.get(model)  # ModelNotFound (404) names the known models
+        try:
+            spec = registry.get(model)
+        except ModelNotFound as exc:
+            raise NotFound(f"judge_model: {exc.message}", param="judge_model") from None
         if spec.kind != "chat":
             raise InvalidRequest(
                 f"judge_model: '{model}' is an embedding model; a judge must be a chat model.", param="judge_model"

@@ -17,7 +17,10 @@ Its tables, in `schema`:
   `fmstack.core.keys`);
 - human review: `review_policies` (per app: its stage, crawl, walk or run, and settings), `review_stage_moves`
   (every stage change, with the numbers at the time) and `review_items` (the queue: held crawl answers, samples,
-  thumbs-downs, low judge scores, with each decision; see `fmstack.app.review`).
+  thumbs-downs, low judge scores, with each decision; see `fmstack.app.review`);
+- A/B serving: `ab_routes` (a public name), `ab_variants` (its weighted variants, never dropped while it lives)
+  and `ab_changes` (every create, split, promote, rollback and delete, with the weights before and after; see
+  `fmstack.app.ab`). The dashboard reads the traces through the covering index `ix_traces_dashboard`.
 
 `traces` writes trace rows off the token path (`TraceWriter`) and reads traces and feedback back. Layer: part of
 `fmstack.core`; imports only `fmstack.core.config` and `fmstack.core.errors` from fmstack.

@@ -229,7 +229,10 @@ def read_answers(path: Path, identity: dict[str, Any]) -> dict[str, dict]:
             f.truncate(whole)
     answers = {}
     for number, line in enumerate(data[:whole].splitlines(), 1):
-        record = json.loads(line)
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            raise InvalidRequest(f"{path}:{number}: not an answer this command wrote; give a new --out.") from None
         if record["teacher"] != identity:
             raise InvalidRequest(
                 f"{path}:{number}: answers from {record['teacher']}, not {identity}; resume with the same teacher "
@@ -335,6 +338,7 @@ def _dropped_text(dropped: dict[str, int]) -> str:
 
 
 def _write_jsonl(path: Path, records: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".partial")
     tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
     tmp.replace(path)

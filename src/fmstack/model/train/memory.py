@@ -107,7 +107,8 @@ def batch_advice(need: Estimate, device: torch.device, free: int) -> str | None:
     return (
         f"A batch of {need.batch} × {need.length} tokens needs about {need.total / GB:.1f} GB of the "
         f"{free / GB:.0f} GB free on {device.type}, so the accelerator will mostly wait. --batch-size {suggested} "
-        f"(about {total / GB:.1f} GB) would keep it busy; lower --grad-accum by as much to keep the tokens per step."
+        f"(about {total / GB:.1f} GB) would keep it busy; a step then sees {suggested // need.batch}× the tokens "
+        "(divide --grad-accum by as much where you can, or retune --lr)."
     )
 
 

@@ -84,11 +84,13 @@
     return { root, y, axis };
   }
 
-  function legend(root, names) {
+  /** Coloured squares and names along the bottom of a plot `height` high, from `left`. */
+  function legend(root, names, left = M.left, height = H) {
     const g = svg("g", { class: "legend" });
-    let x = M.left;
+    let x = left;
     names.forEach((name, i) => {
-      g.append(svg("rect", { x, y: H - 14, width: 10, height: 10, class: `s${i}` }), text(x + 14, H - 5, name));
+      g.append(svg("rect", { x, y: height - 14, width: 10, height: 10, class: `s${i}` }));
+      g.append(text(x + 14, height - 5, name));
       x += 24 + name.length * 6.5;
     });
     root.append(g);
@@ -190,13 +192,7 @@
         root.append(text(xOf(v) + 4, y + 10, format(v), { class: "label" }));
       });
     });
-    const g = svg("g", { class: "legend" });
-    let x = left;
-    series.forEach((s, k) => {
-      g.append(svg("rect", { x, y: height - 14, width: 10, height: 10, class: `s${k}` }), text(x + 14, height - 5, s.name));
-      x += 24 + s.name.length * 6.5;
-    });
-    root.append(g);
+    legend(root, series.map((s) => s.name), left, height);
     node.append(root);
   }
 
@@ -205,12 +201,16 @@
   function table(node, columns, rows, empty) {
     const head = el("tr", {}, columns.map((c) => el("th", { className: c.num ? "num" : "", textContent: c.label })));
     const body = rows.length
-      ? rows.map((r) => el("tr", {}, columns.map((c) => el("td", { className: c.num ? "num" : "", textContent: c.value(r) }))))
+      ? rows.map((r) => el("tr", {}, columns.map((c) => el("td", {
+        className: c.num ? "num" : "", textContent: c.value(r),
+      }))))
       : [el("tr", {}, [el("td", { className: "empty", colSpan: columns.length, textContent: empty })])];
     node.replaceChildren(el("thead", {}, [head]), el("tbody", {}, body));
   }
 
-  const scores = (r) => Object.entries(r.scores || {}).map(([m, s]) => `${m} ${fmt.score(s.mean)} (n=${s.n})`).join(", ") || "–";
+  const scores = (r) => Object.entries(r.scores || {})
+    .map(([metric, s]) => `${metric} ${fmt.score(s.mean)} (n=${s.n})`).join(", ") || "–";
+  const thumbs = (r) => `${fmt.pct(r.thumbs_up_share)} (${r.thumbs_up}/${r.thumbs_up + r.thumbs_down})`;
   const common = [
     { label: "Requests", num: true, value: (r) => fmt.int(r.requests) },
     { label: "Error rate", num: true, value: (r) => fmt.pct(r.error_rate) },
@@ -220,7 +220,7 @@
     { label: "TTFT p50", num: true, value: (r) => fmt.ms(r.ttft_ms_p50) },
     { label: "Tokens in / out", num: true, value: (r) => `${short(r.prompt_tokens)} / ${short(r.completion_tokens)}` },
     { label: "Cost", num: true, value: (r) => fmt.usd(r.cost) },
-    { label: "Thumbs up", num: true, value: (r) => `${fmt.pct(r.thumbs_up_share)} (${r.thumbs_up}/${r.thumbs_up + r.thumbs_down})` },
+    { label: "Thumbs up", num: true, value: thumbs },
     { label: "Automated", num: true, value: (r) => fmt.pct(r.automated_share) },
     { label: "Reviewed", num: true, value: (r) => fmt.int(r.reviewed) },
     { label: "Approved", num: true, value: (r) => fmt.pct(r.approval_rate) },
@@ -231,7 +231,8 @@
   function historyRows(data) {
     const stages = data.stage_moves.map((m) => ({
       at: m.at, what: `app ${m.app}`,
-      detail: `${m.from || "new"} → ${m.to}${m.forced ? " (forced)" : ""}${m.bars_met === false ? " · bars not met" : ""}`,
+      detail: [`${m.from || "new"} → ${m.to}`, m.forced ? "forced" : "", m.bars_met === false ? "bars not met" : ""]
+        .filter(Boolean).join(" · "),
       by: m.by,
     }));
     const split = (w) => (w ? Object.entries(w).filter(([, v]) => v).map(([k, v]) => `${k}=${v}`).join(" ") : "–");
@@ -254,10 +255,11 @@
   function render(data) {
     const t = data.totals;
     ui.kpis.replaceChildren(
-      kpi("Requests", fmt.int(t.requests), `${fmt.int(t.errors)} errors (${fmt.pct(t.error_rate)})`),
-      kpi("Latency p50", fmt.ms(t.latency_ms_p50), `p95 ${fmt.ms(t.latency_ms_p95)} · p99 ${fmt.ms(t.latency_ms_p99)}`),
+      kpi("Requests", fmt.int(t.requests), `${t.errors} error${t.errors === 1 ? "" : "s"}, ${fmt.pct(t.error_rate)}`),
+      kpi("Latency p50", fmt.ms(t.latency_ms_p50), `p95 ${fmt.ms(t.latency_ms_p95)}, p99 ${fmt.ms(t.latency_ms_p99)}`),
       kpi("TTFT p50", fmt.ms(t.ttft_ms_p50), `p95 ${fmt.ms(t.ttft_ms_p95)}`),
-      kpi("Tokens", short(t.prompt_tokens + t.completion_tokens), `${short(t.prompt_tokens)} in · ${short(t.completion_tokens)} out`),
+      kpi("Tokens", short(t.prompt_tokens + t.completion_tokens),
+        `${short(t.prompt_tokens)} in · ${short(t.completion_tokens)} out`),
       kpi("Cost", fmt.usd(t.cost), "at the registry's prices"),
       kpi("Thumbs up", fmt.pct(t.thumbs_up_share), `${t.thumbs_up} up · ${t.thumbs_down} down`),
       kpi("Automated", fmt.pct(t.automated_share), "delivered with no person before"),
@@ -315,7 +317,8 @@
 
   function fillSelect(select, names, all) {
     const chosen = select.value;
-    select.replaceChildren(el("option", { value: "", textContent: all }), ...names.map((n) => el("option", { value: n, textContent: n })));
+    const options = names.map((n) => el("option", { value: n, textContent: n }));
+    select.replaceChildren(el("option", { value: "", textContent: all }), ...options);
     select.value = names.includes(chosen) ? chosen : "";
   }
 

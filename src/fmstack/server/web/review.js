@@ -100,7 +100,7 @@
 
   function renderSources(sources) {
     $("sources-box").hidden = !sources.length;
-    $("sources").replaceChildren(...sources.map((s) => el("details", { className: "source", "data-testid": "source" }, [
+    $("sources").replaceChildren(...sources.map((s) => el("details", { className: "source", "data-testid": "source", open: "" }, [
       el("summary", {}, [
         el("span", { className: "source-id", textContent: `[${s.id}]` }),
         el("span", { className: "source-name", textContent: s.source || "" }),

@@ -155,6 +155,25 @@ class JsonSchema(Metric):
         return _binary(self, False, "; ".join(messages[:3]), errors=messages)
 
 
+@register("json_match")
+class JsonMatch(Metric):
+    """The output's JSON equals a reference's JSON: the same values, whatever the formatting (key order, spaces,
+    a ```json fence). For extraction tasks, where a model that gets every field right in another layout has not
+    failed the task the way exact_match says."""
+
+    requires = frozenset({"reference"})
+
+    def score(self, case: Case, output: Output, ctx: MetricContext) -> Score:
+        value, problem = parse_json(output.text)
+        if problem is not None:
+            return _binary(self, False, problem)
+        for reference in case.references:
+            expected, bad = parse_json(reference)
+            if bad is None and value == expected:
+                return _binary(self, True)
+        return _binary(self, False, f"JSON differs from the reference: {_short(json.dumps(value), 160)}")
+
+
 def _json_path(path: Any) -> str:
     return "$" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path)
 

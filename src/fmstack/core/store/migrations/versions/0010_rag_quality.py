@@ -3,7 +3,7 @@ threshold, and the index versions themselves (a new set of vectors is built besi
 switched to atomically; the one it replaced is kept to switch back to).
 
 Revision ID: 0010
-Revises: 0009 (chained after the migrations on disk today; see the report)
+Revises: 0009
 
 Existing collections keep what they had: sentence-transformers MiniLM, version 1, the global threshold.
 """
