@@ -65,20 +65,23 @@ bench: install
 # the llama.cpp that the llama-cpp-python 0.3.36 sdist vendors, so both run the same kernels, with the same
 # native, no-AMX flags as the wheel above. Without it the benchmark skips that row and says why.
 LLAMA_SERVER_DIR := $(HOME)/.cache/fmstack/llama-server-0.3.36
+LLAMA_SERVER_SRC := $(LLAMA_SERVER_DIR)/src/sdist/vendor/llama.cpp
 LLAMA_SERVER := $(LLAMA_SERVER_DIR)/bin/llama-server
 LLAMA_SERVER_JOBS ?= 2
 
 bench-llama-server: $(LLAMA_SERVER)
 
-$(LLAMA_SERVER):
-	rm -rf $(LLAMA_SERVER_DIR)/src && mkdir -p $(LLAMA_SERVER_DIR)/src
+$(LLAMA_SERVER_SRC)/CMakeLists.txt:
+	rm -rf $(LLAMA_SERVER_DIR)/src && mkdir -p $(LLAMA_SERVER_DIR)/src/sdist
 	$$(test -x $(BIN)/pip && echo $(BIN)/pip || echo $(PYTHON) -m pip) download --quiet --no-binary :all: \
 	  --no-deps -d $(LLAMA_SERVER_DIR)/src $(LLAMA_CPP)
-	mkdir -p $(LLAMA_SERVER_DIR)/src/sdist
 	tar -xzf $(LLAMA_SERVER_DIR)/src/*.tar.gz --strip-components=1 -C $(LLAMA_SERVER_DIR)/src/sdist
-	cmake -S $(LLAMA_SERVER_DIR)/src/sdist/vendor/llama.cpp -B $(LLAMA_SERVER_DIR)/build \
+
+# an interrupted build goes on where it stopped
+$(LLAMA_SERVER): $(LLAMA_SERVER_SRC)/CMakeLists.txt
+	cmake -S $(LLAMA_SERVER_SRC) -B $(LLAMA_SERVER_DIR)/build \
 	  -DCMAKE_BUILD_TYPE=Release -DLLAMA_BUILD_SERVER=ON -DGGML_NATIVE=ON -DBUILD_SHARED_LIBS=OFF \
-	  -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
+	  -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
 	  -DCMAKE_C_FLAGS='$(NO_AMX)' -DCMAKE_CXX_FLAGS='$(NO_AMX)'
 	cmake --build $(LLAMA_SERVER_DIR)/build --target llama-server -j$(LLAMA_SERVER_JOBS)
 	mkdir -p $(dir $@) && cp $(LLAMA_SERVER_DIR)/build/bin/llama-server $@.partial && mv $@.partial $@

@@ -28,11 +28,21 @@ def test_readme_starts_with_what_fmstack_is_then_the_two_commands():
 
 
 def test_python_example(server):
-    (code,) = blocks("python")
+    code = blocks("python")[0]
     result = subprocess.run([sys.executable, "-c", adapt(code, server)], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.strip().splitlines()
     assert lines[-1] == "384" and "{" in lines[0] and "completion_tokens" in result.stdout
+
+
+def test_tool_calling_example_gives_a_call_that_matches_the_schema(server):
+    """The tool-calling snippet, run with the quick start's client."""
+    setup = blocks("python")[0].split("reply = ")[0]
+    code = setup + blocks("python")[1] + "import json\nprint(call.function.name, json.loads(call.function.arguments))"
+    result = subprocess.run([sys.executable, "-c", adapt(code, server)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    name, arguments = result.stdout.strip().split(" ", 1)
+    assert name == "get_weather" and "'city': " in arguments
 
 
 def test_curl_example(server):

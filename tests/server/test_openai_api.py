@@ -44,15 +44,30 @@ def test_max_tokens_and_max_completion_tokens(client):
     assert r.usage.completion_tokens == 4 and r.choices[0].finish_reason == "length"
 
 
+def assert_same_up_to_a_near_tie(a: list, b: list) -> None:
+    """Two greedy answers as token logprobs: equal, or parted where their two best tokens were within 0.3 nats.
+
+    Continuous batching and the prefix cache change how llama.cpp rounds attention (its kernels depend on the batch
+    and the cells in use), so a repeat may part from the first answer at a near-tie, never on a clear choice."""
+    tokens_a, tokens_b = [t.token for t in a], [t.token for t in b]
+    if tokens_a != tokens_b:
+        at = next(i for i, (x, y) in enumerate(zip(tokens_a, tokens_b, strict=False)) if x != y)
+        top = a[at].top_logprobs
+        assert top[0].logprob - top[1].logprob < 0.3, (at, tokens_a[at], tokens_b[at], top)
+
+
 def test_streaming_matches_and_ends_with_usage(client):
-    chunks = list(ask(client, stream=True, stream_options={"include_usage": True}, temperature=0, seed=1))
+    kw = dict(temperature=0, seed=1, logprobs=True, top_logprobs=2)
+    chunks = list(ask(client, stream=True, stream_options={"include_usage": True}, **kw))
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text.strip()
     assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens > 0
     assert chunks[-2].choices[0].finish_reason in ("stop", "length")
     assert len({c.id for c in chunks}) == 1
-    whole = ask(client, temperature=0, seed=1)
-    assert whole.choices[0].message.content == text
+    streamed = [t for c in chunks if c.choices and c.choices[0].logprobs for t in c.choices[0].logprobs.content]
+    assert "".join(t.token for t in streamed) == text
+    whole = ask(client, **kw).choices[0]
+    assert_same_up_to_a_near_tie(whole.logprobs.content, streamed)
 
 
 def test_stream_ends_with_done_over_raw_sse(server):
@@ -65,16 +80,9 @@ def test_stream_ends_with_done_over_raw_sse(server):
 
 
 def test_same_seed_and_temperature_zero_repeat_up_to_a_near_tie(client):
-    """Continuous batching and the prefix cache change how llama.cpp rounds attention (its kernels depend on the
-    batch and the cells in use), so a repeat may part from the first answer, but only where the two best tokens
-    were within 0.3 nats: a near-tie, never a different answer to a clear question."""
     kw = dict(temperature=0, seed=42, max_tokens=40, logprobs=True, top_logprobs=2)
     a, b = (ask(client, "Tell me a fun fact.", **kw).choices[0] for _ in range(2))
-    tokens_a, tokens_b = ([t.token for t in c.logprobs.content] for c in (a, b))
-    if tokens_a != tokens_b:
-        at = next(i for i, (x, y) in enumerate(zip(tokens_a, tokens_b, strict=False)) if x != y)
-        top = a.logprobs.content[at].top_logprobs
-        assert top[0].logprob - top[1].logprob < 0.3, (at, tokens_a[at], tokens_b[at], top)
+    assert_same_up_to_a_near_tie(a.logprobs.content, b.logprobs.content)
 
 
 def test_seeds_give_different_samples(client):

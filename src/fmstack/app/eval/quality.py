@@ -271,7 +271,7 @@ def render_html(report: QualityReport, plot_uri: str) -> str:
     streams = report.variants[0].measured["streams"]
     body = [
         f"<h1>Model variants on {e(report.suite)}</h1>",
-        f"<p class='meta'>task score: <b>{e(report.metric)}</b> · reference (most bits per weight): "
+        f"<p class='meta'>task score: <b>{e(report.metric)}</b> · differences to: "
         f"<b>{e(report.reference)}</b> · eval run <code>{e(report.eval_run)}</code> · N streams = {streams}</p>",
         f"<div class='warn'><b>Verdict: {e(report.verdict or 'none')}</b> — {e(report.verdict_reason)}. "
         f"{e(noise_note(report))}</div>",

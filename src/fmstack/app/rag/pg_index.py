@@ -24,7 +24,6 @@ from sqlalchemy import bindparam, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from fmstack.app.rag.index import EF_SEARCH
-from fmstack.core.store.schema import RagCollection
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +75,9 @@ class PgVectorIndex:
     def open(cls, sessions: sessionmaker, collection_id: int, dims: int, page: int = 5_000) -> PgVectorIndex:
         """The collection's index, its missing vectors filled in first."""
         with sessions() as s:
-            generation = s.get(RagCollection, collection_id).generation
+            generation = s.execute(  # a column read, not the ORM row: this runs mid-migration too (0005)
+                text("SELECT generation FROM rag_collections WHERE id = :c"), {"c": collection_id}
+            ).scalar_one()
             version = s.execute(text("SELECT extversion FROM pg_extension WHERE extname = 'vector'")).scalar_one()
         iterative = tuple(int(p) for p in version.split(".")[:2]) >= (0, 8)
         index = cls(sessions, collection_id, dims, generation, iterative)
