@@ -53,6 +53,10 @@ COMMANDS = [
     ["prompt", "diff"],
     ["prompt", "log"],
     ["prompt", "stats"],
+    ["loop"],
+    ["loop", "run"],
+    ["loop", "list"],
+    ["loop", "show"],
 ]
 
 

@@ -92,3 +92,18 @@ def test_promoting_a_variant_the_route_does_not_have(home):
     result = ab("promote", "shop", B)
     assert result.exit_code == 2 and f"variant: route 'shop' has no variant '{B}'" in result.stderr
     assert routes(home).get("shop").weights == {A: 100}
+
+
+def test_a_prompt_route_from_the_command_line(home):
+    from fmstack.app.prompts import PromptStore
+
+    prompts = PromptStore(routes(home).sessions)
+    prompts.save("greet", {"user": "Say hello to {{ name }}.", "params": {"model": A}})
+    prompts.save("greet", {"user": "Greet {{ name }} warmly.", "params": {"model": A}})
+    created = ab("create", "greet@production", "-v", "greet@1=90", "-v", "greet@v2=10")
+    assert created.exit_code == 0 and "created greet@production: greet@1=90 greet@2=10" in created.output
+    promoted = ab("promote", "greet@production", "greet@2")
+    assert promoted.exit_code == 0 and "promoted greet@production: greet@2=100" in promoted.output
+    refused = ab("split", "greet@production", "-v", "greet@1=50", "-v", "greet@3=50")
+    assert refused.exit_code == 2 and "variant: " in refused.stderr and "greet" in refused.stderr
+    assert routes(home).get("greet@production").weights == {"greet@1": 0, "greet@2": 100}

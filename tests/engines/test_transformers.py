@@ -1,11 +1,10 @@
 """The transformers engine on SmolLM2 converted from its GGUF (`fmstack models convert`)."""
 
 import asyncio
+import json
 
 import pytest
-from typer.testing import CliRunner
 
-from fmstack.cli import app
 from fmstack.core.config import get_settings
 from fmstack.core.errors import InvalidRequest
 from fmstack.core.registry import Registry
@@ -17,20 +16,14 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def engines(tmp_path_factory):
-    home = tmp_path_factory.mktemp("hf")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("FMSTACK_HOME", str(home))
-    result = CliRunner().invoke(app, ["models", "convert", "smollm2-135m-instruct", "--name", "smollm2-hf"])
-    assert result.exit_code == 0, result.output
+def engines(hf_home):
     settings = get_settings()
     registry = Registry(settings)
     hf = load_engine(registry.get("smollm2-hf"), settings)
     gguf = load_engine(registry.get("smollm2-135m-instruct"), settings)
-    yield hf, gguf, home
+    yield hf, gguf, hf_home
     hf.close()
     gguf.close()
-    mp.undo()
 
 
 def run(engine, request: GenerationRequest) -> tuple[str, Finish]:
@@ -109,5 +102,15 @@ def test_stop_and_json_mode(engines):
     hf, _, _ = engines
     text, finish = run(hf, GenerationRequest(prompt="1, 2, 3, 4, 5,", max_tokens=20, temperature=0, stop=["8"]))
     assert "8" not in text and finish.reason == "stop"
-    with pytest.raises(InvalidRequest, match="grammar"):
-        hf.prepare(GenerationRequest(prompt="x", response_format={"type": "json_object"}))
+    ask = [{"role": "user", "content": "Describe a cat."}]
+    text, finish = run(
+        hf,
+        GenerationRequest(messages=ask, max_tokens=100, temperature=0, response_format={"type": "json_object"}),
+    )
+    assert finish.reason == "stop" and isinstance(json.loads(text), dict), text
+    with pytest.raises(InvalidRequest, match="Unsupported JSON schema"):
+        hf.prepare(
+            GenerationRequest(
+                prompt="x", response_format={"type": "json_schema", "json_schema": {"schema": {"type": "foo"}}}
+            )
+        )

@@ -132,3 +132,62 @@ def test_a_stored_prompt_whose_model_is_a_route_is_routed_too(server, route):
     assert answer.status_code == 200, answer.text
     t = httpx.get(f"{server.base}/api/traces/{answer.json()['id']}", timeout=30).json()
     assert (t["route"], t["variant"], t["model"], t["prompt_name"]) == (ROUTE, B, B, "ab-greeting")
+
+
+def test_a_prompt_alias_route_splits_its_traffic_between_prompt_versions(server):
+    """A route named by a stored prompt's alias: each user's request through the alias renders one version of the
+    prompt (sticky), the trace records route, variant and version, and /metrics counts the variants."""
+    name, route = "ab-capitals", "ab-capitals@production"
+    for user_template in ("Capital of {{ country }}?", "Name the capital city of {{ country }}."):
+        saved = httpx.post(f"{server.base}/v1/prompts", timeout=30, json={
+            "name": name, "user": user_template, "params": {"model": A, "max_tokens": 3, "temperature": 0}})
+        assert saved.status_code in (200, 201), saved.text
+    httpx.put(f"{server.base}/v1/prompts/{name}/aliases/production", json={"version": 1}, timeout=30)
+    v1, v2 = f"{name}@1", f"{name}@2"
+    bad = [
+        ([{"prompt": v1, "weight": 50}, {"prompt": f"{name}@7", "weight": 50}], "variant", "no version 7"),
+        ([{"prompt": v1, "weight": 50}, {"model": A, "prompt": v2, "weight": 50}], "variants.1", "either"),
+        ([{"prompt": v1, "weight": 50}, {"prompt": "ab-greeting@1", "weight": 50}], "variant", "not a version"),
+    ]
+    for variants, param, words in bad:
+        refused = api(server, "POST", "/routes", json={"name": route, "variants": variants})
+        assert (refused.status_code, refused.json()["error"]["param"]) == (400, param), refused.text
+        assert words in refused.json()["error"]["message"]
+    assert api(server, "GET", f"/routes/{route}").status_code == 404  # nothing written
+    created = api(server, "POST", "/routes", json={"name": route, "variants": [
+        {"prompt": v1, "weight": 50}, {"prompt": v2, "weight": 50}]})
+    assert created.status_code == 201, created.text
+    assert [(v["name"], v["prompt"]) for v in created.json()["variants"]] == [(v1, v1), (v2, v2)]
+    split = Route(route, (Variant(v1, A, 50, v1), Variant(v2, A, 50, v2)))
+    users = {v: [u for u in (f"user-{i}" for i in range(40)) if split.pick(u).name == v][:2] for v in (v1, v2)}
+    try:
+        before = httpx.get(f"{server.base}/metrics").text
+        for variant, chosen in users.items():
+            for user in chosen:
+                for _ in range(2):
+                    answer = httpx.post(f"{server.base}/v1/prompts/{route}/chat/completions", timeout=120,
+                                        json={"variables": {"country": "France"}, "user": user})
+                    assert answer.status_code == 200, answer.text
+                    assert answer.headers["x-fmstack-prompt"] == variant
+                    t = httpx.get(f"{server.base}/api/traces/{answer.json()['id']}", timeout=30).json()
+                    assert (t["route"], t["variant"], t["user"]) == (route, variant, user)
+                    assert (t["prompt_name"], str(t["prompt_version"]), t["model"]) == (name, variant[-1], A)
+        after = httpx.get(f"{server.base}/metrics").text
+        for variant in (v1, v2):
+            labels = {"route": route, "variant": variant, "status": "ok"}
+            assert metric(after, "fmstack_ab_requests_total", **labels) - metric(
+                before, "fmstack_ab_requests_total", **labels) == 4
+        pinned = httpx.post(f"{server.base}/v1/prompts/{v2}/chat/completions", timeout=120,
+                            json={"variables": {"country": "France"}, "user": users[v1][0]})
+        t = httpx.get(f"{server.base}/api/traces/{pinned.json()['id']}", timeout=30).json()
+        assert t["route"] is None and str(t["prompt_version"]) == "2"  # a version asked for by number is not routed
+        promoted = api(server, "POST", f"/routes/{route}/promote", json={"variant": v2})
+        assert promoted.status_code == 200 and promoted.json()["split"] == f"{v2}=100"
+        moved = httpx.post(f"{server.base}/v1/prompts/{route}/chat/completions", timeout=120,
+                           json={"variables": {"country": "France"}, "user": users[v1][0]})
+        assert moved.headers["x-fmstack-prompt"] == v2
+    finally:
+        api(server, "DELETE", f"/routes/{route}")
+    unrouted = httpx.post(f"{server.base}/v1/prompts/{route}/chat/completions", timeout=120,
+                          json={"variables": {"country": "France"}, "user": users[v2][0]})
+    assert unrouted.headers["x-fmstack-prompt"] == v1  # the route deleted: the alias again

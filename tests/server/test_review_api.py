@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import openai
@@ -17,6 +18,7 @@ import pytest
 
 from fmstack.app.review.sampling import sampled
 from tests.conftest import TEST_MODEL, Server, make_home
+from tests.server.test_traces_and_metrics import metric
 
 pytestmark = pytest.mark.slow
 TIMEOUT = 120
@@ -206,6 +208,28 @@ def test_walk_queues_its_share_and_every_thumbs_down(srv):
     assert reasons[down] == "thumbs-down" and {reasons[t] for t in expected} == {"sampled"}
 
 
+def test_walk_sampling_hits_its_share_over_200_requests(srv):
+    """200 real requests in walk at a 20 % share: exactly the sampled answers are queued, and they are 20 % of the
+    answers within 4 standard deviations of a binomial (0.028 at 200), so the test does not flake."""
+    set_policy(srv, "walk-200", stage="walk", share=0.2)
+    with ThreadPoolExecutor(4) as pool:  # four clients at a time, within the server's queue
+        answers = list(pool.map(lambda i: chat(srv, "walk-200", f"Say {i}.", max_tokens=1), range(200)))
+    assert {a.status_code for a in answers} == {200}
+    ids = [a.headers["x-fmstack-trace-id"] for a in answers]
+    expected = {t for t in ids if sampled(t, 0.2)}
+
+    def queued() -> set[str] | None:
+        resp = httpx.get(f"{srv.base}/v1/reviews/items", params={"app": "walk-200", "limit": 1000}, timeout=30)
+        got = {i["trace_id"] for i in resp.json()["data"]}
+        return got if got == expected else None
+
+    eventually(queued, f"the {len(expected)} sampled answers of 200 in the queue")
+    assert abs(len(expected) / 200 - 0.2) <= 4 * 0.0283, len(expected)
+    scraped = httpx.get(f"{srv.base}/metrics", timeout=30).text
+    assert metric(scraped, "fmstack_review_answers_total", app="walk-200", delivery="automated") == 200
+    assert metric(scraped, "fmstack_review_queue_depth", app="walk-200", reason="sampled") == len(expected)
+
+
 def test_run_has_a_real_judge_score_answers_and_queues_the_low_ones(srv):
     set_policy(srv, "run", stage="run", judge_model=TEST_MODEL, share=0.0, threshold=0.75, rubric="Answer exactly.")
     trace_id = chat(srv, "run", "What is 2 + 2?").headers["x-fmstack-trace-id"]
@@ -248,13 +272,32 @@ def test_a_restart_loses_no_pending_answer(tmp_path):
     first = Server(home)
     try:
         set_policy(first, "shop", stage="crawl")
+        set_policy(first, "help", stage="walk", share=1.0)
         accepted = chat(first, "shop", "Where is my order?", headers={"Prefer": "respond-async"})
         assert accepted.status_code == 202
+        sampled_id = chat(first, "help", "Hi", max_tokens=2).headers["x-fmstack-trace-id"]
+        eventually(lambda: pending_items(first, "help"), "the walk sample in the queue")
+        cut: list = []  # a client waiting when the server stops: its request fails, the answer stays queued
+
+        def ask() -> None:
+            try:
+                cut.append(chat(first, "shop", "Is it late?"))
+            except httpx.HTTPError as exc:
+                cut.append(exc)
+
+        client = threading.Thread(target=ask)
+        client.start()
+        eventually(lambda: len(pending_items(first, "shop")) == 2, "the waiting client's answer in the queue")
     finally:
         first.stop()
+    client.join(TIMEOUT)
+    assert cut and getattr(cut[0], "status_code", None) != 200, cut  # never delivered without a person
     second = Server(home)
     try:
-        (item,) = pending_items(second, "shop")
+        assert [i["trace_id"] for i in pending_items(second, "help")] == [sampled_id]
+        waiting = {i["trace_id"]: i for i in pending_items(second, "shop")}
+        assert len(waiting) == 2 and all(i["answer"] and i["status"] == "pending" for i in waiting.values())
+        item = waiting[accepted.json()["id"]]
         assert item["answer"] and item["trace_id"] == accepted.json()["id"]
         approve = subprocess.run(
             [sys.executable, "-m", "fmstack", "review", "approve", str(item["id"]), "--reviewer", "bob"],
@@ -268,3 +311,34 @@ def test_a_restart_loses_no_pending_answer(tmp_path):
         assert done.status_code == 200 and done.json()["choices"][0]["message"]["content"] == item["answer"]
     finally:
         second.stop()
+
+
+def test_metrics_show_the_queue_held_answers_decisions_and_the_automated_share(srv):
+    def scrape() -> str:
+        return httpx.get(f"{srv.base}/metrics", timeout=30).text
+
+    set_policy(srv, "metrics-crawl", stage="crawl")
+    set_policy(srv, "metrics-walk", stage="walk", share=0.0)
+    empty = scrape()
+    assert metric(empty, "fmstack_review_stage", app="metrics-crawl", stage="crawl") == 1
+    assert metric(empty, "fmstack_review_held_answers", app="metrics-crawl") == 0
+    assert metric(empty, "fmstack_review_answers_total", app="metrics-walk", delivery="automated") == 0
+
+    accepted = chat(srv, "metrics-crawl", "Say hi.", headers={"Prefer": "respond-async"})
+    assert accepted.status_code == 202
+    assert chat(srv, "metrics-walk", "Say hi.").status_code == 200
+    waiting = scrape()
+    assert metric(waiting, "fmstack_review_held_answers", app="metrics-crawl") == 1
+    assert metric(waiting, "fmstack_review_queue_depth", app="metrics-crawl", reason="crawl") == 1
+    assert metric(waiting, "fmstack_review_answers_total", app="metrics-crawl", delivery="human") == 1
+    assert metric(waiting, "fmstack_review_answers_total", app="metrics-walk", delivery="automated") == 1
+    assert metric(waiting, "fmstack_review_automated_share", app="metrics-walk") == 1
+
+    (item,) = pending_items(srv, "metrics-crawl")
+    assert review(srv, item["id"], "approve", seconds=3.5).status_code == 200
+    done = scrape()
+    assert metric(done, "fmstack_review_held_answers", app="metrics-crawl") == 0
+    assert metric(done, "fmstack_review_queue_depth", app="metrics-crawl") == 0
+    assert metric(done, "fmstack_reviews_total", app="metrics-crawl", decision="approved") == 1
+    assert metric(done, "fmstack_review_seconds_total", app="metrics-crawl") == 3.5
+    assert metric(done, "fmstack_review_automated_share", app="metrics-crawl") == 0

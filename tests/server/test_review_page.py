@@ -142,3 +142,42 @@ def test_the_page_shows_a_rag_answers_sources_and_the_judges_score(pages, srv):
     reviewer.keyboard.press("a")
     expect(reviewer.get_by_test_id("status")).to_contain_text("approved")
     expect(reviewer.get_by_test_id("empty")).to_be_visible()
+
+
+def test_an_openai_client_waiting_in_crawl_gets_the_answer_approved_on_the_page(pages, srv):
+    """A plain (not streamed) OpenAI SDK request waits while the answer is held; approving it on the page with the
+    keyboard releases it to the client, unchanged, marked approved."""
+    import threading
+
+    import openai
+
+    client = openai.OpenAI(base_url=f"{srv.base}/v1", api_key="none", max_retries=0, timeout=WAIT_MS / 1000)
+    got: list = []
+
+    def ask_api() -> None:
+        try:
+            got.append(client.chat.completions.with_raw_response.create(
+                model=TEST_MODEL, messages=[{"role": "user", "content": "Name a planet."}], max_tokens=8,
+                temperature=0, extra_headers={"X-Fmstack-App": "web-chat"}))
+        except openai.OpenAIError as exc:
+            got.append(exc)
+
+    waiting = threading.Thread(target=ask_api)
+    waiting.start()
+    _, reviewer = pages
+    reviewer.goto(f"{srv.base}/review")
+    reviewer.fill("#reviewer", "carol")
+    reviewer.select_option("#app", "web-chat")
+    expect(reviewer.get_by_test_id("conversation")).to_contain_text("Name a planet.", timeout=WAIT_MS)
+    expect(reviewer.get_by_test_id("item-reason")).to_have_text("crawl")
+    assert waiting.is_alive() and not got  # held: the client has nothing yet
+    reviewer.keyboard.press("a")
+    expect(reviewer.get_by_test_id("status")).to_contain_text("approved")
+    waiting.join(WAIT_MS / 1000)
+    (raw,) = got
+    assert not isinstance(raw, Exception), raw
+    items = httpx.get(f"{srv.base}/v1/reviews/items", params={"app": "web-chat"}, timeout=30).json()["data"]
+    approved = next(i for i in items if i["status"] == "approved" and i["reviewer"] == "carol")
+    assert raw.headers["x-fmstack-review"] == "approved"
+    completion = raw.parse()
+    assert completion.id == approved["trace_id"] and completion.choices[0].message.content == approved["answer"]

@@ -18,6 +18,7 @@ from fmstack.cli.data import data_app
 from fmstack.cli.distill import distill as train_distill
 from fmstack.cli.eval import eval_app
 from fmstack.cli.keys import keys_app, refuse_open_network
+from fmstack.cli.loop import loop_app
 from fmstack.cli.prompt import prompt_app
 from fmstack.cli.quantize import compare as models_compare
 from fmstack.cli.quantize import quantize as models_quantize
@@ -45,6 +46,7 @@ app.add_typer(train_app, name="train")
 app.add_typer(keys_app, name="keys")
 app.add_typer(review_app, name="review")
 app.add_typer(ab_app, name="ab")
+app.add_typer(loop_app, name="loop")
 eval_app.add_typer(suite_app, name="suite")  # fmstack eval suite from-reviews
 train_app.command("distill")(train_distill)  # its answer filter needs the eval layer too
 train_app.command("judge")(train_judge)  # a judge trained on the reviews: it needs the review and model layers

@@ -3,7 +3,8 @@
 
 A running server picks up a change within a second. Exit code 2, with one line naming the field, for anything to
 fix: an unknown route, weights that do not sum to 100, a variant that is not a registry model or not on this
-machine, a promotion to a variant the route does not have, a gate the numbers do not pass.
+machine (on a prompt route: not a version of the prompt), a promotion to a variant the route does not have, a
+gate the numbers do not pass.
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ ab_app = command_group(
     no_args_is_help=True,
 )
 
-VARIANT = typer.Option(..., "--variant", "-v", help="MODEL=PERCENT (repeat; the percents sum to 100).")
+VARIANT = typer.Option(
+    ..., "--variant", "-v", help="MODEL=PERCENT, or NAME@VERSION=PERCENT on a prompt route (repeat; sum to 100)."
+)
 SINCE = typer.Option(None, "--since", help="Only traces from then on: 24h, 7d, 30m or an ISO time (UTC).")
 ROUTE_COLUMNS = (
     Col("route", lambda r: r.name, no_wrap=True),
@@ -92,9 +95,13 @@ def _done(verb: str, route) -> None:
 
 
 @ab_app.command("create")
-def ab_create(route: str = typer.Argument(..., help="The name clients send as `model`."), variant: list[str] = VARIANT):
+def ab_create(
+    route: str = typer.Argument(..., help="The name clients send as `model`, or a prompt alias NAME@ALIAS."),
+    variant: list[str] = VARIANT,
+):
     """Create a route: requests for ROUTE are answered by the variants in these shares, a user always by the same
-    one. ROUTE may be a model's own name (its traffic is then split) or a new name.
+    one. ROUTE may be a model's own name (its traffic is then split) or a new name; or a stored prompt's alias
+    (`capitals@production`), split between versions of the prompt (`-v capitals@1=90 -v capitals@2=10`).
 
     Example: fmstack ab create smollm2-135m-instruct --variant smollm2-135m-instruct=90 --variant smollm2-priced=10
     """

@@ -1,11 +1,20 @@
-"""Prometheus metrics: what an operator watches (latency, TTFT, TPOT, tokens, cost, queue, in flight, A/B splits)."""
+"""Prometheus metrics: what an operator watches (latency, TTFT, TPOT, tokens, cost, queue, in flight, A/B splits,
+human review).
+
+Most are counted from each finished call's trace row (`Metrics.observe`). What changes without a call — scores
+attached later, review decisions made in the terminal, the review queue — is read from the store at scrape time,
+so every process on the store reports the same numbers and a restart resets nothing."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+if TYPE_CHECKING:
+    from fmstack.core.store.review_counts import ReviewCounts
 
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 TPOT_BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1)
@@ -18,6 +27,7 @@ class Metrics:
         self,
         queue_depths: Callable[[], dict[str, int]],
         trace_scores: Callable[[], list[tuple[str, str, float | None, int]]] | None = None,
+        review_counts: Callable[[], ReviewCounts] | None = None,
     ):
         self.registry = CollectorRegistry()
         r = self.registry
@@ -77,6 +87,8 @@ class Metrics:
         self._queue_depths = queue_depths
         if trace_scores is not None:
             self.registry.register(_TraceScores(trace_scores))
+        if review_counts is not None:
+            self.registry.register(_ReviewCounts(review_counts))
 
     def observe(self, row: dict) -> None:
         """Record a finished request from its trace row."""
@@ -131,3 +143,58 @@ class _TraceScores:
             count.add_metric([metric, model], n)
         yield mean
         yield count
+
+
+class _ReviewCounts:
+    """Human review, per app under a review policy: the queue, the decisions, the crawl answers held for a person,
+    and the answers delivered with no person before delivery (share automated = automated / all, in PromQL over a
+    rate, or `fmstack_review_automated_share` since the start)."""
+
+    def __init__(self, counts: Callable[[], ReviewCounts]):
+        self.counts = counts
+
+    def collect(self):
+        c = self.counts()
+        stage = GaugeMetricFamily(
+            "fmstack_review_stage", "The app's review stage (1 on its stage)", labels=["app", "stage"]
+        )
+        for app, name in c.stages.items():
+            stage.add_metric([app, name], 1)
+        depth = GaugeMetricFamily(
+            "fmstack_review_queue_depth", "Review items waiting for a person", labels=["app", "reason"]
+        )
+        for (app, reason), n in sorted(c.pending.items()):
+            depth.add_metric([app, reason], n)
+        held = GaugeMetricFamily(
+            "fmstack_review_held_answers", "Crawl answers held until a person decides (a client waits)", labels=["app"]
+        )
+        reviews = CounterMetricFamily(
+            "fmstack_reviews", "Review decisions (approved, edited, rejected, skipped)", labels=["app", "decision"]
+        )
+        for (app, decision), n in sorted(c.decisions.items()):
+            reviews.add_metric([app, decision], n)
+        seconds = CounterMetricFamily(
+            "fmstack_review_seconds", "Seconds reviewers spent on decided items", labels=["app"]
+        )
+        answers = CounterMetricFamily(
+            "fmstack_review_answers",
+            "Answered requests of apps under review: delivered with no person before delivery (automated), or held "
+            "for one in crawl (human)",
+            labels=["app", "delivery"],
+        )
+        share = GaugeMetricFamily(
+            "fmstack_review_automated_share",
+            "Share of answered requests delivered with no person before delivery",
+            labels=["app"],
+        )
+        apps = sorted(set(c.stages) | {a for a, _ in c.pending} | {a for a, _ in c.decisions})
+        for app in apps:
+            held.add_metric([app], c.held.get(app, 0))
+            seconds.add_metric([app], c.seconds.get(app, 0.0))
+            answered = c.answered.get(app, 0)
+            human = min(c.before_delivery.get(app, 0), answered)
+            answers.add_metric([app, "automated"], answered - human)
+            answers.add_metric([app, "human"], human)
+            if answered:
+                share.add_metric([app], (answered - human) / answered)
+        yield from (stage, depth, held, reviews, seconds, answers, share)

@@ -34,6 +34,9 @@ class GenerationRequest:
     tools: list[dict] | None = None  # OpenAI's function tools; see engines/tools.py
     tool_choice: str | dict | None = None  # none | auto | required | {"type": "function", "function": {"name"}}
     parallel_tool_calls: bool = True
+    # the log-probability of every prompt token (a completion's `echo` with `logprobs`: how eval harnesses score
+    # choices), `top_logprobs` alternatives each; only engines with `Engine.scores_prompts`
+    prompt_logprobs: bool = False
 
 
 @dataclass
@@ -52,7 +55,7 @@ class Prepared:
 @dataclass
 class TopLogprob:
     token: str
-    logprob: float
+    logprob: float | None  # None only for a prompt's first token: nothing before it predicts it
     bytes: list[int]
 
 
@@ -64,6 +67,7 @@ class Delta:
     logprobs: list[tuple[TopLogprob, list[TopLogprob]]] = field(default_factory=list)
     tokens: int = 1  # generated tokens this text covers, so a stream cut short still knows its usage
     index: int = 0  # which choice of an `n` > 1 request it belongs to (set by the gateway)
+    prompt: bool = False  # the prompt's log-probabilities (`prompt_logprobs`), one entry per prompt token; no text
 
 
 @dataclass
@@ -86,6 +90,7 @@ class Engine(ABC):
     """A loaded model. Local engines put a `Scheduler` between callers and the model; remote ones do not."""
 
     spec: ModelSpec
+    scores_prompts = False  # whether it answers `prompt_logprobs` (the llama.cpp engine does)
 
     @property
     def context_length(self) -> int:
@@ -111,22 +116,36 @@ class Engine(ABC):
 
 
 def check_context(prompt_tokens: int, requested: int | None, context_length: int) -> int:
-    """Refuse prompts that do not fit; cap max_tokens to the room that is left. Returns the effective max."""
+    """Refuse prompts that do not fit; cap max_tokens to the room that is left. Returns the effective max.
+
+    `requested` 0 (a completion that only echoes its prompt, for the prompt's log-probabilities) generates
+    nothing, so its prompt may fill the whole context."""
     if requested is not None and requested > context_length:
         raise InvalidRequest(
             f"max_tokens is {requested}, more than this model's whole context of {context_length} tokens.",
             param="max_tokens",
         )
-    room = context_length - prompt_tokens
-    if room <= 0:
+    if requested is not None and requested < 0:
+        raise InvalidRequest("max_tokens must not be negative.", param="max_tokens")
+    room, needed = context_length - prompt_tokens, 0 if requested == 0 else 1
+    if room < needed:
         raise ContextLengthExceeded(
             f"This model's maximum context length is {context_length} tokens; the prompt has {prompt_tokens} "
-            f"tokens, {prompt_tokens - context_length + 1} too many (at least one token must be generated). "
-            "Shorten the messages."
+            f"tokens, {needed - room} too many"
+            + (" (at least one token must be generated). " if needed else ". ")
+            + "Shorten the messages."
         )
-    if requested is not None and requested < 1:
-        raise InvalidRequest("max_tokens must be at least 1.", param="max_tokens")
     return room if requested is None else min(requested, room)
+
+
+def check_supported(engine: Engine, request: GenerationRequest) -> None:
+    """Refuse what this engine cannot do, before it renders anything."""
+    if request.prompt_logprobs and not engine.scores_prompts:
+        raise InvalidRequest(
+            f"Model '{engine.spec.name}' ({engine.spec.engine} engine) cannot return the prompt's log-probabilities "
+            "(echo with logprobs); use a llama.cpp model, or drop echo or logprobs.",
+            param="echo",
+        )
 
 
 def check_logit_bias(bias: dict[int, float], vocab_size: int) -> None:

@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 
 
 class LlamaCppEngine(Engine):
+    scores_prompts = True  # the batch runner asks for the logits of every prompt position when a request wants them
+
     def __init__(self, spec: ModelSpec, path: Path, settings: Settings):
         self.spec = spec
         set_verbose(False)  # llama.cpp's log goes through a Python callback: keep it to errors

@@ -26,9 +26,9 @@ import llama_cpp
 from llama_cpp._internals import LlamaContext, LlamaModel
 
 from fmstack.core.errors import EngineError
-from fmstack.engines.base import Event, Finish, GenerationRequest, Prepared
+from fmstack.engines.base import Delta, Event, Finish, GenerationRequest, Prepared
 from fmstack.engines.compute import COMPUTE
-from fmstack.engines.decoding import TextAssembler
+from fmstack.engines.decoding import LogprobEntry, TextAssembler
 from fmstack.engines.prefix_cache import PrefixCache, Slot
 from fmstack.engines.sampling import Logprobs, SequenceSampler
 from fmstack.engines.scheduler import END, Job, JobQueue, Outbox
@@ -63,6 +63,7 @@ class Sequence:
     drafter: Drafter | None
     generated: int = 0
     draft: list[int] = field(default_factory=list)
+    scored: list[LogprobEntry] | None = None  # the prompt's log-probabilities so far, for `prompt_logprobs`
 
     @property
     def prepared(self) -> Prepared:
@@ -75,11 +76,13 @@ class Sequence:
 
 @dataclass
 class _Row:
-    """What one sequence put in this step's batch: `fed` tokens, logits from batch row `row` on (-1: none)."""
+    """What one sequence put in this step's batch: `fed` tokens, logits to sample from batch row `row` on (-1:
+    none); `scored`: the batch row of the first of `fed` rows whose logits score the prompt's next tokens."""
 
     seq: Sequence
     fed: int
     row: int
+    scored: int = -1
 
 
 class BatchRunner:
@@ -190,10 +193,14 @@ class BatchRunner:
             self._out.put(job, exc)
             self._out.put(job, END)
             return
-        slot, reused = self.cache.acquire(p.tokens)
+        # the prompt's log-probabilities need the logits of every prompt position: no cached prefix then
+        slot, reused = self.cache.acquire(p.tokens, share=not p.request.prompt_logprobs)
         speculate = p.request.speculative if p.request.speculative is not None else self.config.speculative
         drafter = Drafter(slot.tokens) if speculate else None
-        self._running.append(Sequence(job, slot, sampler, TextAssembler(p.request.stop), reused, drafter))
+        seq = Sequence(job, slot, sampler, TextAssembler(p.request.stop), reused, drafter)
+        if p.request.prompt_logprobs:
+            seq.scored = [self._logprobs.unscored(p.tokens[0])]  # nothing before the first token predicts it
+        self._running.append(seq)
 
     def _drop_cancelled(self) -> None:
         """A stream closed by its reader frees its slot and KV cells before the next step."""
@@ -235,9 +242,11 @@ class BatchRunner:
                 continue
             seq.draft = []
             slot = seq.slot
-            chunk = slot.tokens[slot.n : slot.n + budget]
+            # scoring the prompt asks for logits on every row: a smaller chunk keeps llama.cpp's output buffer small
+            take = budget if seq.scored is None else min(budget, PREFILL_CHUNK)
+            chunk = slot.tokens[slot.n : slot.n + take]
             last = slot.n + len(chunk) == len(slot.tokens)
-            rows.append(self._add(seq, chunk, logits_from=len(chunk) - 1 if last else len(chunk)))
+            rows.append(self._add(seq, chunk, len(chunk) - 1 if last else len(chunk), seq.scored is not None))
             budget -= len(chunk)
         return rows
 
@@ -246,7 +255,8 @@ class BatchRunner:
         room = (N_BATCH - self._batch.n_tokens) - n_decoding  # every decoding sequence still needs its row
         return seq.drafter.propose(min(left, room))
 
-    def _add(self, seq: Sequence, tokens: list[int], logits_from: int) -> _Row:
+    def _add(self, seq: Sequence, tokens: list[int], logits_from: int, score: bool = False) -> _Row:
+        """Put `tokens` in the batch with logits from `logits_from` on (every row when `score`)."""
         b, start, seq_id, pos = self._batch, self._batch.n_tokens, seq.slot.seq_id, seq.slot.n
         for i, token in enumerate(tokens):
             j = start + i
@@ -254,9 +264,9 @@ class BatchRunner:
             b.pos[j] = pos + i
             b.n_seq_id[j] = 1
             b.seq_id[j][0] = seq_id
-            b.logits[j] = i >= logits_from
+            b.logits[j] = score or i >= logits_from
         b.n_tokens = start + len(tokens)
-        return _Row(seq, len(tokens), start + logits_from if logits_from < len(tokens) else -1)
+        return _Row(seq, len(tokens), start + logits_from if logits_from < len(tokens) else -1, start if score else -1)
 
     def _relieve(self, rows: list[_Row]) -> None:
         """Make room for the next try of this step (see the module docstring for the order)."""
@@ -276,8 +286,13 @@ class BatchRunner:
         row and then its draft rows while each sample equals the drafted token (drafted cells past the last
         such token are dropped)."""
         seq, slot, draft = r.seq, r.seq.slot, r.seq.draft
+        if r.scored >= 0:
+            self._score(seq, r, slot.n)
         slot.n += r.fed - len(draft)
         if r.row < 0:
+            return
+        if seq.prepared.max_tokens == 0:  # only the prompt was asked for (its log-probabilities)
+            self._finish(seq, "length")
             return
         accepted, reason = 0, None
         for i in range(len(draft) + 1):
@@ -293,6 +308,15 @@ class BatchRunner:
             self._finish(seq, reason)
         elif draft:
             llama_cpp.llama_memory_seq_rm(self._memory, slot.seq_id, slot.n, -1)
+
+    def _score(self, seq: Sequence, r: _Row, at: int) -> None:
+        """The log-probability of each prompt token after the `r.fed` ones fed from position `at` (row i's logits
+        predict token at + i + 1); once the whole prompt is read, they go to the caller ahead of any text."""
+        tokens, top = seq.prepared.tokens, seq.request.top_logprobs
+        for i in range(min(r.fed, len(tokens) - 1 - at)):
+            seq.scored.append(self._logprobs.entry(self._ctx.ctx, r.scored + i, tokens[at + i + 1], top))
+        if at + r.fed == len(tokens):
+            self._out.put(seq.job, Delta("", seq.scored, tokens=0, prompt=True))
 
     def _take(self, seq: Sequence, token: int, row: int) -> str | None:
         """Emit a sampled token; the finish reason when it ends the sequence."""

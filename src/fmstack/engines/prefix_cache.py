@@ -36,10 +36,11 @@ class PrefixCache:
         self.slots = [Slot(i) for i in range(n_slots)]
         self._clock = itertools.count(1)
 
-    def acquire(self, prompt: list[int]) -> tuple[Slot, int]:
+    def acquire(self, prompt: list[int], share: bool = True) -> tuple[Slot, int]:
         """A slot holding the longest cached prefix of `prompt` (at most all but its last token, whose logits
-        the first sample needs), and the number of tokens reused. A free slot must exist."""
-        source, reuse = self._best_match(prompt)
+        the first sample needs), and the number of tokens reused. A free slot must exist. `share` False: an empty
+        slot, for a request that needs the logits of every prompt position (cached cells have none)."""
+        source, reuse = self._best_match(prompt) if share else (None, 0)
         # an idle slot whose whole cache is a prefix of the prompt (the next turn of its conversation) is taken
         # over; otherwise the prefix is shared into a free slot, so the source keeps its longer cache
         extends = source is not None and not source.busy and reuse == source.n

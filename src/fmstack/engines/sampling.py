@@ -102,6 +102,10 @@ class Logprobs:
         best = best[np.argsort(-logp[best])]
         return self._top(token, float(logp[token])), [self._top(int(t), float(logp[t])) for t in best]
 
-    def _top(self, token: int, logprob: float) -> TopLogprob:
+    def unscored(self, token: int) -> LogprobEntry:
+        """A prompt's first token: no logits precede it, so it has no log-probability (None, as OpenAI's)."""
+        return self._top(token, None), []
+
+    def _top(self, token: int, logprob: float | None) -> TopLogprob:
         data = self._piece(token)
         return TopLogprob(data.decode("utf-8", errors="replace"), logprob, list(data))

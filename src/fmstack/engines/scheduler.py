@@ -1,8 +1,8 @@
 """Between callers and a local model: a bounded queue of jobs, each read back as an async stream of events.
 
-A worker thread owns the model; callers never touch it. `JobQueue` is the hand-over both kinds of worker share:
-`Scheduler` below decodes one sequence at a time (the transformers engine), `llamacpp_batch.BatchRunner` steps
-many at once (continuous batching). A bounded queue turns overload into an immediate `QueueFull` (HTTP 429)
+A worker thread owns the model; callers never touch it. `JobQueue` is the hand-over every worker shares:
+`Scheduler` below decodes one sequence at a time, `llamacpp_batch.BatchRunner` and `transformers_batch.BatchRunner`
+step many at once (batching). A bounded queue turns overload into an immediate `QueueFull` (HTTP 429)
 instead of unbounded waiting, and closing a stream (a client gone, a timeout) cancels its job.
 """
 

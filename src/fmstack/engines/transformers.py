@@ -1,18 +1,22 @@
 """Hugging Face checkpoints (config.json + safetensors) on PyTorch: the engine for trained and fine-tuned models.
 
-The decode loop is ours (a KV cache and one forward pass per token) so that it can stop between tokens and report
-log-probabilities exactly like the llama.cpp engine does.
+Requests are tokenized and checked here, in the caller's thread; decoding is `transformers_batch.BatchRunner`'s:
+the requests that wait together decode as one batch (up to `FMSTACK_PARALLEL` rows), each with its own sampling.
+The decode loop is ours (a KV cache and one forward pass per step) so that it can stop between tokens and report
+log-probabilities exactly like the llama.cpp engine does. `response_format` (json_object, json_schema) is
+grammar-constrained by xgrammar, compiled here once per schema.
 """
 
 from __future__ import annotations
 
 import inspect
-import random
+import json
+import logging
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import torch
+import xgrammar as xgr
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from fmstack.core.config import Settings
@@ -20,17 +24,15 @@ from fmstack.core.errors import InvalidRequest
 from fmstack.core.registry import ModelSpec
 from fmstack.engines.base import (
     Engine,
-    Event,
-    Finish,
     GenerationRequest,
     Prepared,
-    TopLogprob,
     check_context,
     check_logit_bias,
     validate_messages,
 )
-from fmstack.engines.decoding import LogprobEntry, TextAssembler
-from fmstack.engines.scheduler import Scheduler
+from fmstack.engines.transformers_batch import BatchConfig, BatchRunner, Model, joinable
+
+log = logging.getLogger(__name__)
 
 
 class TransformersEngine(Engine):
@@ -42,18 +44,53 @@ class TransformersEngine(Engine):
         eos = self.model.generation_config.eos_token_id
         eos = (eos if isinstance(eos, list) else [eos]) + [self.tokenizer.eos_token_id]
         self.eos_ids = {e for e in eos if e is not None}
+        self.vocab_size = self.model.config.vocab_size
+        params = inspect.signature(self.model.forward).parameters
         # transformers 5.x calls the KV cache `cache` (`past_key_values` is deprecated and goes in 5.40); 4.x has
         # only `past_key_values`.
-        self._cache_arg = "cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values"
-        self.scheduler = Scheduler(spec.name, self._generate, settings.queue_size)
+        self._cache_arg = "cache" if "cache" in params else "past_key_values"
+        # only the last position's logits: a prompt's others would cost a vocabulary-wide product each
+        self._keep_arg = next((a for a in ("logits_to_keep", "num_logits_to_keep") if a in params), None)
+        self._compiler: xgr.GrammarCompiler | None = None
+        self._compiler_lock = threading.Lock()
+        join = joinable(self._new_cache())
+        config = BatchConfig(
+            parallel=max(1, settings.parallel) if join else 1,
+            max_queue=settings.queue_size,
+            vocab_size=self.vocab_size,
+            eos_ids=frozenset(self.eos_ids),
+            joinable=join,
+        )
+        model = Model(self._forward, self._decode, self._new_cache if join else lambda: None)
+        self.runner = BatchRunner(spec.name, model, config)
+        log.info("%s: up to %d requests decoded together", spec.name, config.parallel)
+
+    def _new_cache(self) -> object:
+        """The cache the model would make for itself (transformers 5), made here so that rows can join a batch."""
+        try:
+            from transformers import DynamicCache
+
+            return DynamicCache(config=self.model.config)
+        except (ImportError, TypeError):  # transformers 4: no per-layer cache to edit
+            return None
+
+    def _forward(
+        self, ids: torch.Tensor, cache: object, mask: torch.Tensor | None, positions: torch.Tensor | None
+    ) -> tuple[torch.Tensor, object]:
+        kwargs: dict = {self._cache_arg: cache, "use_cache": True}
+        if mask is not None:
+            kwargs["attention_mask"] = mask
+        if positions is not None:
+            kwargs["position_ids"] = positions
+        if self._keep_arg:
+            kwargs[self._keep_arg] = 1
+        result = self.model(input_ids=ids, **kwargs)
+        return result.logits[:, -1], getattr(result, self._cache_arg)
+
+    def _decode(self, tokens: list[int]) -> str:
+        return self.tokenizer.decode(tokens, skip_special_tokens=True)
 
     def prepare(self, request: GenerationRequest) -> Prepared:
-        if request.response_format and request.response_format.get("type") not in (None, "text"):
-            raise InvalidRequest(
-                "response_format json_object/json_schema needs grammar-constrained decoding, which the "
-                "transformers engine does not have; export the model to GGUF (llamacpp engine) for it.",
-                param="response_format",
-            )
         if request.messages is not None:
             validate_messages(request.messages)
             if not self.tokenizer.chat_template:
@@ -68,71 +105,56 @@ class TransformersEngine(Engine):
         else:
             prompt = request.prompt or ""
             tokens = self.tokenizer(prompt).input_ids
+        if not tokens:
+            raise InvalidRequest("The prompt is empty.", param="prompt")
         max_tokens = check_context(len(tokens), request.max_tokens, self.context_length)
-        check_logit_bias(request.logit_bias, self.model.config.vocab_size)
-        return Prepared(request, prompt, len(tokens), max_tokens, tokens)
+        check_logit_bias(request.logit_bias, self.vocab_size)
+        grammar = self._grammar(request.response_format)
+        return Prepared(request, prompt, len(tokens), max_tokens, tokens, grammar)
+
+    def _grammar(self, response_format: dict | None) -> xgr.CompiledGrammar | None:
+        """OpenAI's response_format as a compiled grammar: any JSON object, or JSON matching a schema (compact:
+        no free whitespace, which a small model could fill its whole answer with)."""
+        if not response_format or response_format.get("type") in (None, "text"):
+            return None
+        kind = response_format.get("type")
+        if kind == "json_object":
+            schema, strict = response_format.get("schema") or {"type": "object"}, "schema" in response_format
+        elif kind == "json_schema":
+            spec = response_format.get("json_schema") or {}
+            schema, strict = spec.get("schema"), True
+            if not isinstance(schema, dict):
+                raise InvalidRequest(
+                    "response_format.json_schema.schema must be a JSON Schema object.", param="response_format"
+                )
+        else:
+            raise InvalidRequest(
+                f"response_format type {kind!r} is not supported; use text, json_object or json_schema.",
+                param="response_format",
+            )
+        try:
+            return self._grammar_compiler().compile_json_schema(
+                json.dumps(schema), any_whitespace=False, strict_mode=strict
+            )
+        except Exception as exc:  # xgrammar raises RuntimeError with its parser's message
+            raise InvalidRequest(f"Unsupported JSON schema: {exc}", param="response_format") from exc
+
+    def _grammar_compiler(self) -> xgr.GrammarCompiler:
+        """Made on the first request with a response_format (reading the vocabulary takes a moment); it caches
+        every schema it compiles."""
+        with self._compiler_lock:
+            if self._compiler is None:
+                info = xgr.TokenizerInfo.from_huggingface(
+                    self.tokenizer, vocab_size=self.vocab_size, stop_token_ids=sorted(self.eos_ids)
+                )
+                self._compiler = xgr.GrammarCompiler(info, max_threads=1)
+            return self._compiler
 
     def stream(self, prepared: Prepared):
-        return self.scheduler.submit(prepared)
+        return self.runner.submit(prepared)
 
     def queue_depth(self) -> int:
-        return self.scheduler.waiting
-
-    @torch.inference_mode()
-    def _generate(self, p: Prepared, cancel: threading.Event) -> Iterator[Event]:
-        r = p.request
-        rng = torch.Generator().manual_seed(r.seed if r.seed is not None else random.getrandbits(31))
-        out = TextAssembler(r.stop)
-        ids, past, generated, emitted, reason = torch.tensor([p.tokens]), None, [], "", "length"
-        bias_ids = torch.tensor(list(r.logit_bias), dtype=torch.long)
-        bias = torch.tensor(list(r.logit_bias.values()), dtype=torch.float32)
-        while len(generated) < p.max_tokens and not cancel.is_set():
-            result = self.model(input_ids=ids, use_cache=True, **{self._cache_arg: past})
-            past, logits = getattr(result, self._cache_arg), result.logits[0, -1].float()
-            logits[bias_ids] += bias
-            token = _sample(logits, r.temperature, r.top_p, rng)
-            if token in self.eos_ids:
-                reason = "stop"
-                break
-            logprob = self._logprobs(logits, token, r.top_logprobs) if r.logprobs else None
-            generated.append(token)
-            text = self.tokenizer.decode(generated, skip_special_tokens=True)
-            if text.endswith("\ufffd"):  # an incomplete UTF-8 character: wait for the next token
-                new = b""
-            else:
-                new, emitted = text[len(emitted) :].encode(), text
-            if (delta := out.push(new, logprob)) is not None:
-                yield delta
-            if out.stopped:
-                reason = "stop"
-                break
-            ids = torch.tensor([[token]])
-        if (delta := out.flush()) is not None:
-            yield delta
-        yield Finish(reason, p.prompt_tokens, len(generated))
-
-    def _logprobs(self, logits: torch.Tensor, token: int, top: int) -> LogprobEntry:
-        logp = torch.log_softmax(logits, dim=-1)
-        values, indices = torch.topk(logp, top) if top else (torch.tensor([]), torch.tensor([], dtype=torch.long))
-        entries = [self._entry(int(t), float(v)) for v, t in zip(values, indices, strict=True)]
-        return self._entry(token, float(logp[token])), entries
-
-    def _entry(self, token: int, logprob: float) -> TopLogprob:
-        text = self.tokenizer.decode([token])
-        return TopLogprob(text, logprob, list(text.encode()))
+        return self.runner.waiting
 
     def close(self) -> None:
-        self.scheduler.close()
-
-
-def _sample(logits: torch.Tensor, temperature: float, top_p: float, rng: torch.Generator) -> int:
-    """Greedy at temperature 0; otherwise nucleus sampling from the tempered distribution."""
-    if temperature <= 0:
-        return int(torch.argmax(logits))
-    probs = torch.softmax(logits / temperature, dim=-1)
-    if top_p < 1.0:
-        sorted_probs, order = torch.sort(probs, descending=True)
-        outside = torch.cumsum(sorted_probs, 0) - sorted_probs > top_p
-        sorted_probs[outside] = 0
-        probs = torch.zeros_like(probs).scatter_(0, order, sorted_probs)
-    return int(torch.multinomial(probs, 1, generator=rng))
+        self.runner.close()

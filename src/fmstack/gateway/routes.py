@@ -5,6 +5,11 @@ variants, in their fixed order, own consecutive ranges sized by their weights. A
 for as long as the split stands, and raising the last variant's share only moves people towards it. A request
 without a user draws a variant at random.
 
+A route whose name is a stored prompt's alias (`capitals@production`) splits that alias between prompt versions
+(`capitals@1`, `capitals@2`): `prompt_variant` picks one for the caller that renders prompts (the server's
+`/v1/prompts/{ref}/chat/completions`, `fmstack.app.prompts.complete`); the model the picked version names is then
+not routed again. Model routes and prompt routes share one namespace, and model names never contain `@`.
+
 Routes are read from the store at most once a second, so a split changed by `fmstack ab` in another process takes
 effect within a second, with no restart. Eval runs are never routed: they name the exact model they evaluate.
 """
@@ -36,6 +41,12 @@ class Variant:
     name: str  # what the trace records as `variant`
     model: str
     weight: int  # percent
+    prompt: str | None = None  # a prompt route's variant: the stored prompt reference it renders
+
+
+def is_prompt_route(name: str) -> bool:
+    """A prompt route's name is a prompt alias, `NAME@ALIAS`; a model route's never has an `@`."""
+    return "@" in name
 
 
 @dataclass(frozen=True)
@@ -85,15 +96,24 @@ class Router:
         if call.row.get("eval_run_id") or call.row.get("route"):
             return model
         route = self.routes().get(model)
-        if route is None:
+        if route is None or is_prompt_route(route.name):
             return model
         variant = route.pick(call.row.get("user"))
         call.row.update(route=route.name, variant=variant.name)
         return variant.model
 
+    def prompt_variant(self, ref: str, user: str | None) -> tuple[str, Variant] | None:
+        """For a prompt reference that names a prompt route (`capitals@production`): the route's name and the
+        variant that answers `user` (sticky; random without one). None for any other reference."""
+        route = self.routes().get(ref.strip()) if is_prompt_route(ref) else None
+        if route is None:
+            return None
+        return route.name, route.pick(user)
+
     def _load(self) -> dict[str, Route]:
         with self.sessions() as session:
             rows = session.scalars(select(AbRoute).options(selectinload(AbRoute.variants)))
             return {
-                r.name: Route(r.name, tuple(Variant(v.name, v.model, v.weight) for v in r.variants)) for r in rows
+                r.name: Route(r.name, tuple(Variant(v.name, v.model, v.weight, v.prompt) for v in r.variants))
+                for r in rows
             }

@@ -14,8 +14,9 @@ from fmstack.core.config import Settings, get_settings
 from fmstack.core.metrics import Metrics
 from fmstack.core.registry import Registry
 from fmstack.core.store import open_store
+from fmstack.core.store.review_counts import ReviewCounts, review_counts
 from fmstack.core.store.traces import TraceWriter, score_summary
-from fmstack.engines.base import Delta, Event, GenerationRequest
+from fmstack.engines.base import Delta, Event, GenerationRequest, check_supported
 from fmstack.engines.embeddings import EmbeddingEngine
 from fmstack.engines.pool import EnginePool
 from fmstack.gateway.call import Call, CallContext
@@ -46,7 +47,7 @@ class Gateway:
         self.pool = pool or EnginePool(Registry(settings), settings)
         self.registry = self.pool.registry
         self.writer = TraceWriter(sessions)
-        self.metrics = Metrics(self.queue_depths, self.trace_scores)
+        self.metrics = Metrics(self.queue_depths, self.trace_scores, self.review_counts)
         self.router = Router(sessions)
 
     @classmethod
@@ -70,6 +71,7 @@ class Gateway:
             model = await asyncio.to_thread(self.router.route, call, model)  # an A/B route's name: its variant
             call.use(self.registry.get(model))
             engine = await asyncio.to_thread(self.pool.chat, model)
+            check_supported(engine, request)
             prepared = engine.prepare(request)
             call.prepared(prepared)
             source = engine.stream(prepared) if n == 1 else choices(engine, prepared, n, self.settings.queue_size)
@@ -140,6 +142,11 @@ class Gateway:
     def trace_scores(self) -> list[tuple[str, str, float | None, int]]:
         with self.sessions() as session:
             return score_summary(session)
+
+    def review_counts(self) -> ReviewCounts:
+        self.writer.flush()  # the answers this process finished count at once
+        with self.sessions() as session:
+            return review_counts(session)
 
     def queue_depths(self) -> dict[str, int]:
         return {name: e.queue_depth() for name, e in self.pool.loaded.items() if hasattr(e, "queue_depth")}

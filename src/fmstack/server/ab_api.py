@@ -21,13 +21,19 @@ router = APIRouter(prefix="/api/ab", tags=["A/B routes"])
 
 class VariantWeight(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    model: str = Field(description="a chat model in the registry")
+    model: str | None = Field(None, description="a chat model in the registry (a model route's variant)")
+    prompt: str | None = Field(
+        None, description="a prompt route's variant: a version or alias of the route's prompt, e.g. capitals@2"
+    )
     weight: int = Field(ge=0, le=100, description="percent of the route's requests; a route's weights sum to 100")
 
 
 class RouteCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    name: str = Field(description="the public name clients send as `model` (a model's own name, or a new one)")
+    name: str = Field(
+        description="the public name clients send as `model` (a model's own name, or a new one), or a stored "
+        "prompt's alias, NAME@ALIAS, that clients complete through /v1/prompts/{ref}/chat/completions"
+    )
     variants: list[VariantWeight]
 
 
@@ -50,7 +56,13 @@ def _routes(request: Request) -> RouteStore:
 
 
 def _weights(variants: list[VariantWeight]) -> dict[str, int]:
-    weights = {v.model: v.weight for v in variants}
+    for i, v in enumerate(variants):
+        if (v.model is None) == (v.prompt is None):
+            raise InvalidRequest(
+                f"variants.{i}: give either `model` (a model route) or `prompt` (a prompt route).",
+                param=f"variants.{i}",
+            )
+    weights = {v.prompt or v.model or "": v.weight for v in variants}
     if len(weights) < len(variants):
         raise InvalidRequest("variants: each model may appear once.", param="variants")
     return weights

@@ -7,18 +7,18 @@ import asyncio
 from datetime import datetime
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import FileResponse
+from fastapi.responses import HTMLResponse
 
 from fmstack.app.ab import overview
 from fmstack.server.deps import gateway_of
-from fmstack.server.ui_api import WEB
+from fmstack.server.ui_api import web_page
 
 router = APIRouter(tags=["dashboard"])
 
 
 @router.get("/dashboard", include_in_schema=False)
-async def dashboard_page() -> FileResponse:
-    return FileResponse(WEB / "dashboard.html")
+async def dashboard_page() -> HTMLResponse:
+    return web_page("dashboard")
 
 
 @router.get("/api/dashboard")

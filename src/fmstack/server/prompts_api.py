@@ -8,7 +8,7 @@ import asyncio
 from typing import Any
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from fmstack.app.prompts import PromptContent, PromptStore, diff_prompts
@@ -17,7 +17,7 @@ from fmstack.core.store.traces import prompt_stats
 from fmstack.server.deps import context_of, gateway_of
 from fmstack.server.openai_api import chat_response
 from fmstack.server.schemas import ChatCompletionRequest
-from fmstack.server.ui_api import WEB
+from fmstack.server.ui_api import web_page
 
 router = APIRouter(tags=["prompts"])
 
@@ -63,8 +63,8 @@ async def _run(fn, *args):
 
 
 @router.get("/prompts", include_in_schema=False)
-async def prompts_page() -> FileResponse:
-    return FileResponse(WEB / "prompts.html")
+async def prompts_page() -> HTMLResponse:
+    return web_page("prompts")
 
 
 @router.get("/v1/prompts")
@@ -157,7 +157,9 @@ async def stats(name: str, request: Request) -> dict:
 
 @router.post("/v1/prompts/{ref}/chat/completions", response_model=None)
 async def prompt_chat_completions(ref: str, body: PromptCompletionRequest, request: Request):
-    """Render the prompt with `variables` and answer like /v1/chat/completions; the trace records the prompt."""
+    """Render the prompt with `variables` and answer like /v1/chat/completions; the trace records the prompt. A
+    reference that is an A/B prompt route (`capitals@production` split between versions) renders the version its
+    `user` is assigned (sticky), and the trace records the route and the variant."""
     gateway = gateway_of(request)
     sent = body.model_dump(exclude_unset=True, exclude={"variables", "messages"})
     overrides = {k: v for k, v in sent.items() if v is not None}  # `"model": null` keeps the version's model
@@ -165,6 +167,10 @@ async def prompt_chat_completions(ref: str, body: PromptCompletionRequest, reque
     params = {"prompt_ref": ref, "variables": variables, **overrides}
     call = gateway.call("prompts.chat.completions", "chatcmpl", params, context_of(request))
     try:
+        if picked := await _run(gateway.router.prompt_variant, ref, call.row.get("user")):
+            route, variant = picked  # `ref` is a prompt route (an alias split between versions): its variant's
+            call.row.update(route=route, variant=variant.name)  # version answers, and its model is not routed again
+            ref = variant.prompt or variant.name
         prompt = await _run(PromptStore(gateway.sessions).get, ref)
         call.row.update(prompt_name=prompt.name, prompt_version=str(prompt.version))
         messages = prompt.render(variables) + list(body.messages or [])

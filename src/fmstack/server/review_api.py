@@ -19,12 +19,11 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi import Path as PathParam
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, Field
 
 from fmstack.app.review import PolicySettings, Reviews, move, policy_report
@@ -49,8 +48,8 @@ from fmstack.engines.base import Delta
 from fmstack.gateway import Call
 from fmstack.model.train.classify import load_classifier
 from fmstack.server.deps import context_of, gateway_of
+from fmstack.server.ui_api import web_page
 
-WEB = Path(__file__).with_name("web")
 KEEP_ALIVE = 10.0  # seconds between empty chunks while a streamed crawl answer waits for its reviewer
 _LOCK = threading.Lock()
 
@@ -390,5 +389,5 @@ def _reviewer(request: Request, given: str | None) -> str:
 
 
 @router.get("/review", include_in_schema=False)
-async def review_page() -> FileResponse:
-    return FileResponse(WEB / "review.html")
+async def review_page() -> HTMLResponse:
+    return web_page("review")

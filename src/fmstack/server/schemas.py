@@ -97,21 +97,25 @@ class ChatCompletionRequest(_Sampling):
 
 class CompletionRequest(_Sampling):
     prompt: str | list[str]
-    max_tokens: int | None = Field(16, ge=1)
+    max_tokens: int | None = Field(16, ge=0, description="0 with `echo`: the prompt only (with `logprobs`, scored)")
     logprobs: int | None = Field(None, ge=0, le=20)
-    echo: bool = False
+    echo: bool = Field(False, description="Put the prompt before the answer (and with `logprobs`, score its tokens)")
+    suffix: str | None = Field(None, description="Not supported (fill-in-the-middle): refused with a 400")
+
+    @property
+    def text(self) -> str:
+        """The one prompt (a list must hold exactly one)."""
+        return self.prompt[0] if isinstance(self.prompt, list) else self.prompt
 
     def to_generation(self) -> GenerationRequest:
-        if isinstance(self.prompt, list):
-            if len(self.prompt) != 1:
-                raise InvalidRequest("Send one prompt per request.", param="prompt")
-            prompt = self.prompt[0]
-        else:
-            prompt = self.prompt
-        if self.echo:
-            raise InvalidRequest("echo is not supported.", param="echo")
+        if isinstance(self.prompt, list) and len(self.prompt) != 1:
+            raise InvalidRequest("Send one prompt per request.", param="prompt")
+        if self.suffix:
+            raise InvalidRequest("suffix (fill-in-the-middle) is not supported; send the prompt only.", param="suffix")
+        if self.max_tokens == 0 and not self.echo:
+            raise InvalidRequest("max_tokens 0 generates nothing: it needs echo (the prompt back).", param="max_tokens")
         return GenerationRequest(
-            prompt=prompt,
+            prompt=self.text,
             max_tokens=self.max_tokens,
             temperature=self.temperature,
             top_p=self.top_p,
@@ -120,6 +124,7 @@ class CompletionRequest(_Sampling):
             logit_bias=self.biases(),
             logprobs=self.logprobs is not None,
             top_logprobs=self.logprobs or 0,
+            prompt_logprobs=self.echo and self.logprobs is not None,
         )
 
 

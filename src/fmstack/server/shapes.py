@@ -128,32 +128,57 @@ class ChatShape(Shape):
 
 
 class CompletionShape(Shape):
+    """A text completion. With `echo` the choice's text starts with the prompt; with `echo` and `logprobs` the
+    log-probabilities start with the prompt's tokens (the first has none: `null`, as OpenAI and vLLM send it),
+    which is how eval harnesses score a multiple-choice answer (`max_tokens` 0 or 1)."""
+
     object_name = "text_completion"
     chunk_name = "text_completion"
+
+    @property
+    def echoed(self) -> str:
+        return self.body.text if self.body.echo else ""
 
     def _logprobs(self, deltas: list[Delta], offset: int = 0) -> dict | None:
         if self.body.logprobs is None:
             return None
         tokens, logprobs, tops, offsets = [], [], [], []
         for d in deltas:
+            if d.prompt:
+                offset = 0  # the prompt's tokens come first, from the start of the echoed text
             for tok, top in d.logprobs:
                 tokens.append(tok.token)
                 logprobs.append(tok.logprob)
-                tops.append({t.token: t.logprob for t in top})
+                tops.append(None if tok.logprob is None else {t.token: t.logprob for t in top})
                 offsets.append(offset)
                 offset += len(tok.token)
+            if d.prompt:
+                offset = len(self.echoed)
         return {"tokens": tokens, "token_logprobs": logprobs, "top_logprobs": tops, "text_offset": offsets}
 
     def _choice(self, index: int, text: str, logprobs: dict | None, reason: str | None) -> dict:
         return {"index": index, "text": text, "logprobs": logprobs, "finish_reason": reason}
 
     def choice(self, index: int, deltas: list[Delta]) -> dict:
-        text = "".join(d.text for d in deltas)
-        return self._choice(index, text, self._logprobs(deltas), self.call.reason(index))
+        prompt = [d for d in deltas if d.prompt]
+        answer = [d for d in deltas if not d.prompt]
+        text = self.echoed + "".join(d.text for d in answer)
+        return self._choice(index, text, self._logprobs(prompt + answer, len(self.echoed)), self.call.reason(index))
+
+    def first_chunks(self) -> list[dict]:
+        """The echoed prompt, when it comes without log-probabilities (with them, the engine's prompt event
+        carries it)."""
+        if not self.body.echo or self.body.logprobs is not None:
+            return []
+        echoed = [self._choice(i, self.echoed, None, None) for i in self.indexes]
+        return [self.base(self.chunk_name) | {"choices": [choice]} for choice in echoed]
 
     def chunk(self, delta: Delta) -> dict:
-        offset = len(self.call.text_of(delta.index)) - len(delta.text)
-        choice = self._choice(delta.index, delta.text, self._logprobs([delta], offset), None)
+        if delta.prompt:
+            choice = self._choice(delta.index, self.echoed, self._logprobs([delta]), None)
+        else:
+            offset = len(self.echoed) + len(self.call.text_of(delta.index)) - len(delta.text)
+            choice = self._choice(delta.index, delta.text, self._logprobs([delta], offset), None)
         return self.base(self.chunk_name) | {"choices": [choice]}
 
     def last_chunks(self) -> list[dict]:

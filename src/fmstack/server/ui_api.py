@@ -1,13 +1,14 @@
-"""The web UI: its pages (chat, traces) and the JSON it reads traces from."""
+"""The web UI: its pages (chat, traces), the navigation every page shares, and the JSON it reads traces from."""
 
 from __future__ import annotations
 
 import asyncio
+import re
 from datetime import datetime
 from pathlib import Path
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, HTMLResponse
 
 from fmstack.app.prompts import PromptStore
 from fmstack.core.store.traces import get_trace, list_traces, trace_dict
@@ -15,16 +16,42 @@ from fmstack.server.deps import gateway_of
 
 WEB = Path(__file__).with_name("web")
 router = APIRouter(tags=["web UI"])
+# every page, in the order of the navigation at the top of each: (name, path, title); a new page joins here
+PAGES = (
+    ("chat", "/", "Chat"),
+    ("traces", "/traces", "Traces"),
+    ("prompts", "/prompts", "Prompts"),
+    ("review", "/review", "Review"),
+    ("dashboard", "/dashboard", "Dashboard"),
+)
+NAV_MARK = re.compile(r"<!-- fmstack:nav[^>]*-->")
+
+
+def nav(current: str) -> str:
+    """The links to every page, the current one marked (`aria-current`), each with `#NAME-link` for tests."""
+    links = "".join(
+        f'\n      <a href="{path}" id="{name}-link" data-testid="{name}-link"'
+        + (' aria-current="page"' if name == current else "")
+        + f">{title}</a>"
+        for name, path, title in PAGES
+    )
+    return f'<nav aria-label="fmstack pages" data-testid="nav">{links}\n    </nav>'
+
+
+def web_page(name: str) -> HTMLResponse:
+    """A page of `web/` with the shared navigation in place of its `<!-- fmstack:nav -->` mark."""
+    html = (WEB / f"{name}.html").read_text(encoding="utf-8")
+    return HTMLResponse(NAV_MARK.sub(lambda _: nav(name), html, count=1))
 
 
 @router.get("/", include_in_schema=False)
-async def chat_page() -> FileResponse:
-    return FileResponse(WEB / "chat.html")
+async def chat_page() -> HTMLResponse:
+    return web_page("chat")
 
 
 @router.get("/traces", include_in_schema=False)
-async def traces_page() -> FileResponse:
-    return FileResponse(WEB / "traces.html")
+async def traces_page() -> HTMLResponse:
+    return web_page("traces")
 
 
 @router.get("/static/{name}", include_in_schema=False)

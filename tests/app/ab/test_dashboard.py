@@ -92,3 +92,15 @@ def test_series_history_and_filters(data):
     with pytest.raises(FmstackError) as err:
         overview(data, UNTIL, SINCE)
     assert err.value.param == "since"
+
+
+def test_an_unknown_app_or_route_is_a_404_naming_the_filter(data):
+    for filters, param in (({"app": "nobody"}, "app"), ({"route": "nope"}, "route")):
+        with pytest.raises(FmstackError) as err:
+            overview(data, SINCE, UNTIL, **filters)
+        assert (err.value.status, err.value.param) == (404, param) and "'no" in err.value.message
+    with data.begin() as session:
+        session.add(ReviewPolicy(app="quiet", stage="crawl", bars={}))  # a policy, no traffic yet: known
+    assert overview(data, SINCE, UNTIL, app="quiet")["totals"]["requests"] == 0
+    late = overview(data, NOW + timedelta(hours=1), NOW + timedelta(hours=2), route="shop")  # known, none in range
+    assert late["totals"]["requests"] == 0

@@ -166,3 +166,65 @@ def test_feedback_given_through_a_real_server_becomes_a_pair(server, tmp_path, m
     result = run("--format", "dpo", "--app", "from-traces", "--out", str(out))
     assert result.exit_code == 0, result.output
     assert records(out) == [{"prompt": question, "chosen": reply("Paris, of course."), "rejected": reply(answer)}]
+
+
+TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    },
+}
+ASKED = {"role": "user", "content": "Weather in Paris?"}
+CALLED = {
+    "role": "assistant",
+    "content": "",
+    "tool_calls": [
+        {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}
+    ],
+}
+RESULT = {"role": "tool", "tool_call_id": "call_1", "content": "18 C, sunny"}
+
+
+def test_tool_conversations_are_kept_in_openai_message_form(home, tmp_path):
+    """The call an answer made (parsed from the model's text) and the answer after a tool's result, each with the
+    tools offered; a tool result for a call no message made is skipped."""
+    tools_request = {"model": "qwen", "tools": [TOOL], "tool_choice": "auto"}
+    rows = [
+        trace(
+            "calls",
+            [ASKED],
+            '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>',
+            request=tools_request | {"messages": [ASKED]},
+        ),
+        trace(
+            "answers",
+            [ASKED, CALLED, RESULT],
+            "It is 18 C and sunny in Paris.",
+            request=tools_request | {"messages": [ASKED, CALLED, RESULT]},
+        ),
+        trace("orphan", [ASKED, RESULT], "Sunny.", request=tools_request | {"messages": [ASKED, RESULT]}),
+    ]
+    sessions = open_store(get_settings())
+    writer = TraceWriter(sessions)
+    for row in rows:
+        writer.write(row)
+    writer.close()
+    with sessions.begin() as session:
+        for row in rows:
+            add_feedback(session, row["id"], 1, None, None)
+    out = tmp_path / "sft.jsonl"
+    result = run("--format", "sft", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    by_last = {json.dumps(r["messages"][-2]["role"]): r for r in records(out)}
+    called = by_last['"user"']
+    [call] = called["messages"][-1]["tool_calls"]
+    assert called["tools"] == [TOOL] and called["messages"][:-1] == [ASKED]
+    assert call["type"] == "function" and call["id"].startswith("call_")
+    assert call["function"] == {"name": "get_weather", "arguments": '{"city": "Paris"}'}
+    answered = by_last['"tool"']
+    assert answered == {"messages": [ASKED, CALLED, RESULT, *reply("It is 18 C and sunny in Paris.")], "tools": [TOOL]}
+    assert len(records(out)) == 2 and "messages not plain text" in " ".join(result.output.split())
+    # the same export again: the same call ids, so identical records
+    assert run("--format", "sft", "--out", str(tmp_path / "again.jsonl")).exit_code == 0
+    assert (tmp_path / "again.jsonl").read_text() == out.read_text()

@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from fmstack.app.ab.times import utc
 from fmstack.app.review.stats import DECIDED
-from fmstack.core.errors import InvalidRequest
+from fmstack.core.errors import InvalidRequest, NotFound
 from fmstack.core.store.schema import (
     AbChange,
     AbRoute,
@@ -134,6 +134,7 @@ def overview(
     created in [since, until) (default: the last 24 hours), optionally of one app and/or one route."""
     scope = _scope(since, until, app, route)
     with sessions() as session:
+        _check_filters(session, app, route)
         cells = _cells(session, scope)
         groups = _groups(cells)
         _join_events(session, scope, groups)
@@ -298,6 +299,19 @@ def _history(session: Session, app: str | None, route: str | None) -> dict[str, 
         ],
         "stages": dict(session.execute(select(ReviewPolicy.app, ReviewPolicy.stage)).all()),
     }
+
+
+def _check_filters(session: Session, app: str | None, route: str | None) -> None:
+    """An app nothing was ever traced under (and with no review policy), or a route that never existed nor
+    answered: a 404 naming the filter, not an empty dashboard that looks like no traffic."""
+    if app is not None:
+        traced = session.scalar(select(Trace.id).where(Trace.app == app).limit(1))
+        if traced is None and session.get(ReviewPolicy, app) is None:
+            raise NotFound(f"app: no trace or review policy has the app '{app}'.", param="app")
+    if route is not None:
+        traced = session.scalar(select(Trace.id).where(Trace.route == route).limit(1))
+        if traced is None and session.scalar(select(AbChange.id).where(AbChange.route == route).limit(1)) is None:
+            raise NotFound(f"route: no route '{route}' ever existed or answered a request.", param="route")
 
 
 def _known(session: Session) -> dict[str, list[str]]:

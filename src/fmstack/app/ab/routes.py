@@ -4,6 +4,10 @@ Each operation checks everything before it writes and writes in one transaction,
 weights that do not sum to 100, a variant the route does not have) leaves the store as it was. Variants are never
 dropped from a live route, only set to weight 0: their order fixes every user's sticky bucket, and a rollback can
 always restore the weights it undoes.
+
+A route whose name is a stored prompt's alias (`capitals@production`) is a prompt route: its variants are versions
+(or other aliases) of that prompt, `capitals@1`, `capitals@2`, and requests through the alias are split between
+them (the gateway's `Router.prompt_variant`).
 """
 
 from __future__ import annotations
@@ -17,11 +21,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
 from fmstack.app.ab.times import utc
+from fmstack.app.prompts import PromptError, PromptStore, parse_ref
 from fmstack.core.config import Settings, get_settings
 from fmstack.core.errors import InvalidRequest, NotFound
 from fmstack.core.registry import Registry
 from fmstack.core.store import open_store
 from fmstack.core.store.schema import AbChange, AbRoute, AbVariant, utcnow
+from fmstack.gateway.routes import is_prompt_route
 
 NAME = re.compile(r"^[A-Za-z0-9][\w.:-]{0,199}$")
 UNDOABLE = ("split", "promote")
@@ -35,8 +41,9 @@ class RouteExists(InvalidRequest):
 @dataclass(frozen=True)
 class VariantInfo:
     name: str
-    model: str
+    model: str  # a prompt variant: the model its version named when it joined ("" when none)
     weight: int
+    prompt: str | None = None  # a prompt route's variant: the prompt reference it renders
 
 
 @dataclass(frozen=True)
@@ -48,7 +55,7 @@ class RouteInfo:
 
     @classmethod
     def of(cls, row: AbRoute) -> RouteInfo:
-        variants = [VariantInfo(v.name, v.model, v.weight) for v in row.variants]
+        variants = [VariantInfo(v.name, v.model, v.weight, v.prompt) for v in row.variants]
         return cls(row.name, utc(row.created_at), utc(row.updated_at), variants)
 
     @property
@@ -109,12 +116,20 @@ class RouteStore:
             return [Change.of(r) for r in rows]
 
     def create(self, name: str, weights: dict[str, int], actor: str | None = None) -> RouteInfo:
-        """A new route splitting `name` between registry models by percent, e.g. {"a": 90, "b": 10}."""
-        if not NAME.match(name or ""):
+        """A new route splitting `name` between registry models by percent, e.g. {"a": 90, "b": 10}; or, when
+        `name` is a prompt alias (`capitals@production`), between versions of that prompt ({"capitals@1": 90,
+        "capitals@2": 10})."""
+        name = (name or "").strip()
+        if is_prompt_route(name):
+            self._check_prompt_route(name)
+        elif not NAME.match(name):
             raise InvalidRequest(
-                f"route: '{name}' is not a route name; use letters, digits and . _ : - (up to 200).", param="route"
+                f"route: '{name}' is not a route name; use letters, digits and . _ : - (up to 200), or a prompt "
+                "alias, NAME@ALIAS.",
+                param="route",
             )
-        self._check(weights)
+        targets = self._check(name, weights)
+        weights = {variant: weights[given] for variant, (given, _, _) in targets.items()}
         with self.sessions.begin() as session:
             if session.get(AbRoute, name) is not None:
                 raise RouteExists(
@@ -123,7 +138,8 @@ class RouteStore:
             now = utcnow()
             row = AbRoute(name=name, created_at=now, updated_at=now)
             row.variants = [
-                AbVariant(position=i, name=model, model=model, weight=w) for i, (model, w) in enumerate(weights.items())
+                AbVariant(position=i, name=variant, model=model, prompt=prompt, weight=weights[variant])
+                for i, (variant, (_, model, prompt)) in enumerate(targets.items())
             ]
             session.add(row)
             _record(session, name, "create", None, dict(weights), actor)
@@ -132,18 +148,27 @@ class RouteStore:
 
     def split(self, name: str, weights: dict[str, int], actor: str | None = None) -> RouteInfo:
         """A new split: the variants given get these weights (new ones join at the end), the others weight 0."""
-        self._check(weights)
+        with self.sessions() as session:
+            _route(session, name)  # an unknown route is named before its variants are checked
+        targets = self._check(name, weights)
+        weights = {variant: weights[given] for variant, (given, _, _) in targets.items()}
         with self.sessions.begin() as session:
             row = _route(session, name, lock=True)
             known = {v.name for v in row.variants}
-            for model in (m for m in weights if m not in known):
-                row.variants.append(AbVariant(position=len(row.variants), name=model, model=model, weight=0))
+            for variant, (_, model, prompt) in targets.items():
+                if variant not in known:
+                    position = len(row.variants)
+                    row.variants.append(
+                        AbVariant(position=position, name=variant, model=model, prompt=prompt, weight=0)
+                    )
             return self._apply(session, row, {v.name: weights.get(v.name, 0) for v in row.variants}, "split", actor)
 
     def promote(
         self, name: str, variant: str, actor: str | None = None, gate: dict[str, Any] | None = None
     ) -> RouteInfo:
         """All traffic to `variant`; `gate` is the evidence a gated promotion passed, kept with the change."""
+        if is_prompt_route(name):
+            variant = _prompt_variant_name(variant)
         with self.sessions.begin() as session:
             row = _route(session, name, lock=True)
             names = [v.name for v in row.variants]
@@ -192,27 +217,86 @@ class RouteStore:
         session.flush()
         return RouteInfo.of(row)
 
-    def _check(self, weights: dict[str, int]) -> None:
-        """Every variant a chat model on this machine, every weight 0-100, the weights summing to 100."""
+    def _check(self, route: str, weights: dict[str, int]) -> dict[str, tuple[str, str, str | None]]:
+        """Every weight 0-100, the weights summing to 100, and every variant a chat model on this machine (a
+        prompt route: a version of its prompt). Each variant's name as stored, with the name it was given, its
+        model and its prompt reference."""
         if not weights:
             raise InvalidRequest("variants: give at least one, as MODEL=PERCENT.", param="variants")
-        for model, weight in weights.items():
-            spec = self.registry.specs.get(model)
-            if spec is None or spec.kind != "chat":
-                chat = ", ".join(sorted(s.name for s in self.registry if s.kind == "chat"))
-                raise InvalidRequest(
-                    f"variant: '{model}' is not a chat model in the registry; known: {chat}.", param="variant"
-                )
-            if not spec.available():
-                raise InvalidRequest(
-                    f"variant: the files of '{model}' are not on this machine ({spec.source_label()}).",
-                    param="variant",
-                )
+        targets: dict[str, tuple[str, str, str | None]] = {}
+        for given, weight in weights.items():
+            if is_prompt_route(route):
+                variant, model = self._prompt_target(route, given)
+                prompt: str | None = variant
+            else:
+                variant, model, prompt = given, self._model_target(given), None
+            if variant in targets:
+                raise InvalidRequest(f"variants: '{variant}' is given twice.", param="variants")
             if isinstance(weight, bool) or not isinstance(weight, int) or not 0 <= weight <= 100:
-                raise InvalidRequest(f"weight: '{model}={weight}' must be a whole percent, 0-100.", param="weight")
+                raise InvalidRequest(f"weight: '{given}={weight}' must be a whole percent, 0-100.", param="weight")
+            targets[variant] = (given, model, prompt)
         if (total := sum(weights.values())) != 100:
             split = ", ".join(f"{m}={w}" for m, w in weights.items())
             raise InvalidRequest(f"weight: the weights sum to {total} ({split}); they must sum to 100.", param="weight")
+        return targets
+
+    def _model_target(self, model: str) -> str:
+        spec = self.registry.specs.get(model)
+        if spec is None or spec.kind != "chat":
+            chat = ", ".join(sorted(s.name for s in self.registry if s.kind == "chat"))
+            hint = " (a prompt route's name is NAME@ALIAS)" if "@" in model else ""
+            raise InvalidRequest(
+                f"variant: '{model}' is not a chat model in the registry{hint}; known: {chat}.", param="variant"
+            )
+        if not spec.available():
+            raise InvalidRequest(
+                f"variant: the files of '{model}' are not on this machine ({spec.source_label()}).", param="variant"
+            )
+        return model
+
+    def _prompt_target(self, route: str, given: str) -> tuple[str, str]:
+        """A prompt route's variant: a version or alias of the route's prompt that resolves now; its stored name
+        (`capitals@v2` is `capitals@2`) and the model the version names."""
+        prompt_name = route.partition("@")[0]
+        try:
+            ref = parse_ref(given)
+        except PromptError:
+            ref = None
+        if ref is None or ref.name != prompt_name or (ref.version is None and ref.alias is None):
+            raise InvalidRequest(
+                f"variant: '{given}' is not a version of the prompt '{prompt_name}'; a prompt route's variants are "
+                f"{prompt_name}@VERSION or {prompt_name}@ALIAS, e.g. {prompt_name}@2.",
+                param="variant",
+            )
+        try:
+            stored = PromptStore(self.sessions).get(ref)
+        except (PromptError, NotFound) as exc:
+            raise InvalidRequest(f"variant: {exc.message}", param="variant") from None
+        return str(ref), str(stored.params.get("model") or "")
+
+    def _check_prompt_route(self, name: str) -> None:
+        """A prompt route's name: an alias of a stored prompt, `NAME@ALIAS` (the alias need not exist yet)."""
+        try:
+            ref = parse_ref(name)
+        except PromptError:
+            ref = None
+        if ref is None or ref.alias is None or str(ref) != name:
+            raise InvalidRequest(
+                f"route: '{name}' is not a prompt alias; a prompt route is named NAME@ALIAS, e.g. capitals@production.",
+                param="route",
+            )
+        try:
+            PromptStore(self.sessions).versions(ref.name)
+        except (PromptError, NotFound) as exc:
+            raise InvalidRequest(f"route: {exc.message}", param="route") from None
+
+
+def _prompt_variant_name(variant: str) -> str:
+    """`capitals@v2` as stored: `capitals@2`."""
+    try:
+        return str(parse_ref(variant))
+    except PromptError:
+        return variant
 
 
 def _route(session: Session, name: str, lock: bool = False) -> AbRoute:
@@ -248,4 +332,3 @@ def _record(
     undoes: int | None = None,
 ) -> None:
     session.add(AbChange(route=route, action=action, before=before, after=after, actor=actor, gate=gate, undoes=undoes))
-

@@ -24,6 +24,7 @@ from fmstack.app.prompts.store import PromptStore, StoredPrompt
 from fmstack.core.config import Settings, get_settings
 from fmstack.core.errors import InvalidRequest
 from fmstack.gateway import CallContext, Gateway, generation_request
+from fmstack.gateway.routes import Variant
 
 
 @dataclass
@@ -78,12 +79,18 @@ class Prompts:
         model: str | None = None,
         app: str | None = "fmstack-python",
         base_url: str | None = None,
+        user: str | None = None,
         **params: Any,
     ) -> Completion:
         """Render `ref` and answer it with `model` (default: the version's model); the trace records the prompt's
-        name and version. `params` (temperature, max_tokens…) override the version's."""
+        name and version. `params` (temperature, max_tokens…) override the version's. When `ref` is an A/B prompt
+        route (an alias split between versions, `fmstack ab create capitals@production …`), `user` picks its
+        version (sticky; random without one) and the trace records the route and the variant."""
         if base_url:
-            return _complete_remote(base_url, ref, variables, model, app, params)
+            return _complete_remote(base_url, ref, variables, model, app, params | ({"user": user} if user else {}))
+        route = self.gateway.router.prompt_variant(ref, user)  # an A/B prompt route: the variant that answers
+        if route is not None:
+            ref = route[1].prompt or route[1].name
         rendered = self.render(ref, variables)
         generation_request([], params)  # unknown parameters fail here, before any model loads
         name = model or rendered.model
@@ -93,7 +100,7 @@ class Prompts:
                 param="model",
             )
         sampling = {k: v for k, v in rendered.params.items() if k != "model"} | params
-        return asyncio.run(self._generate(rendered, name, sampling, app))
+        return asyncio.run(self._generate(rendered, name, sampling, app, route, user))
 
     @property
     def gateway(self) -> Gateway:
@@ -107,10 +114,19 @@ class Prompts:
         if self._gateway is not None:
             self._gateway.close()
 
-    async def _generate(self, rendered: Rendered, model: str, sampling: dict, app: str | None) -> Completion:
+    async def _generate(
+        self,
+        rendered: Rendered,
+        model: str,
+        sampling: dict,
+        app: str | None,
+        route: tuple[str, Variant] | None = None,
+        user: str | None = None,
+    ) -> Completion:
         prompt = rendered.prompt
         recorded = {"messages": rendered.messages, **sampling, "prompt_ref": prompt.label}
-        context = CallContext(app=app, prompt_name=prompt.name, prompt_version=str(prompt.version))
+        routed = {"route": route[0], "variant": route[1].name} if route is not None else {}
+        context = CallContext(app=app, user=user, prompt_name=prompt.name, prompt_version=str(prompt.version), **routed)
         request = generation_request(rendered.messages, sampling)
         answer = await self.gateway.complete(
             model, request, context, "prompts.complete", recorded | {"variables": rendered.variables}

@@ -20,7 +20,9 @@ Its tables, in `schema`:
   thumbs-downs, low judge scores, with each decision; see `fmstack.app.review`);
 - A/B serving: `ab_routes` (a public name), `ab_variants` (its weighted variants, never dropped while it lives)
   and `ab_changes` (every create, split, promote, rollback and delete, with the weights before and after; see
-  `fmstack.app.ab`). The dashboard reads the traces through the covering index `ix_traces_dashboard`.
+  `fmstack.app.ab`). The dashboard reads the traces through the covering index `ix_traces_dashboard`;
+- the closed loop: `loop_runs` (each `fmstack loop run` of an app: its data window, the step it reached, what each
+  step produced and how it ended; see `fmstack.loop`).
 
 `traces` writes trace rows off the token path (`TraceWriter`) and reads traces and feedback back. Layer: part of
 `fmstack.core`; imports only `fmstack.core.config` and `fmstack.core.errors` from fmstack.

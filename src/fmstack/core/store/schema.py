@@ -461,3 +461,29 @@ class AbChange(Base):
     undoes: Mapped[int | None] = mapped_column(Integer)  # a rollback: the change it undid
     actor: Mapped[str | None] = mapped_column(String(200))  # who: the OS user (CLI) or the API key's name
     gate: Mapped[dict | None] = mapped_column(JSON)  # a gated promotion: the comparisons it passed
+
+
+class LoopRun(Base):
+    """One `fmstack loop run` of an app: traces since the last completed loop -> training data -> candidate -> gate
+    -> GGUF -> registered -> A/B share. `steps` holds what each finished step produced, so an interrupted run can
+    resume from the first unfinished one; `until` of the last completed run is where the next one's data starts."""
+
+    __tablename__ = "loop_runs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    app: Mapped[str] = mapped_column(String(200), index=True)
+    base: Mapped[str] = mapped_column(String(200))  # the registry model fine-tuned
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # the data window: None = from the start
+    until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    status: Mapped[str] = mapped_column(String(16))  # running | done | gate-failed | stopped | failed | interrupted
+    step: Mapped[str] = mapped_column(String(32))  # the step running, or the one it ended at
+    candidate: Mapped[str | None] = mapped_column(String(200))  # the registry name the candidate gets
+    workdir: Mapped[str] = mapped_column(Text)  # data, checkpoints and the GGUF of this run
+    config: Mapped[dict] = mapped_column(JSON, default=dict)  # the validated loop config it ran with
+    steps: Mapped[dict] = mapped_column(JSON, default=dict)  # step -> what it produced (paths, counts, scores)
+    reason: Mapped[str | None] = mapped_column(Text)  # why it stopped (the gate's scores, an error)
+    pid: Mapped[int | None] = mapped_column(Integer)  # the process running it: a dead one means interrupted
+    host: Mapped[str | None] = mapped_column(String(200))

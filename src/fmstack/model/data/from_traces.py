@@ -11,10 +11,16 @@ thumbs down, an edit a correction. A trace's rating is the sum of its thumbs (+1
 or cancel out; its correction is the newest one given, a reviewer's edit after a user's. Only successful chat
 traces whose request holds the exact messages the model saw are used: RAG answers are skipped, since their grounded
 prompt (the retrieved passages) is not stored with the request, and raw completions have no messages.
+
+Tool conversations are kept in OpenAI's message form: assistant turns with `tool_calls`, `tool` results with their
+`tool_call_id`, an answer that calls tools as an assistant message with `tool_calls` (parsed from the model's text,
+or from a correction written the same way, `<tool_call>{"name": …, "arguments": …}</tool_call>`), and the request's
+`tools` beside the messages (`{"messages": […], "tools": […]}`, TRL's conversational format with tools).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections import Counter, defaultdict
 from collections.abc import Iterable
@@ -30,13 +36,14 @@ from sqlalchemy.orm import Session, sessionmaker
 from fmstack.core.errors import FmstackError, InvalidRequest
 from fmstack.core.store.schema import ReviewItem, Trace
 from fmstack.core.store.traces import iter_traces
+from fmstack.engines import tools as toolkit
 from fmstack.engines.messages import Message
 from fmstack.model.data.stages import atomic_write_bytes
 
 FORMATS = ("sft", "dpo")
 # Endpoints whose stored request holds the messages the model answered (a stored prompt's are rendered).
 CHAT_ENDPOINTS = ("chat.completions", "prompts.chat.completions")
-CHAT_ROLES = ("system", "user", "assistant")  # what an SFT or DPO file holds
+CHAT_ROLES = ("system", "user", "assistant", "tool")  # what an SFT or DPO file holds
 REVIEW_RATINGS = {"approved": 1, "edited": 0, "rejected": -1}  # a review decision as a thumb (an edit corrects)
 
 
@@ -49,11 +56,26 @@ class Judged:
     answer: str
     rating: int
     correction: str | None
+    tools: list[dict] | None = None  # the functions the model was offered, when it could call them
 
     @property
     def key(self) -> str:
         """Requests with the same messages are the same prompt, whatever their sampling parameters."""
-        return json.dumps(self.prompt, sort_keys=True, ensure_ascii=False)
+        return json.dumps([self.prompt, self.tools], sort_keys=True, ensure_ascii=False)
+
+    def reply(self, text: str) -> dict:
+        """`text` as the assistant's message: with `tool_calls` when it holds calls and tools were offered. Call
+        ids are derived from the conversation, so the same answer makes the same record."""
+        content, calls = toolkit.parse(text) if self.tools else (text, [])
+        if not calls:
+            return {"role": "assistant", "content": text}
+        digest = hashlib.sha256(self.key.encode()).hexdigest()
+        for i, call in enumerate(calls):
+            call["id"] = f"call_{digest[:16]}{i}"
+        return {"role": "assistant", "content": content, "tool_calls": calls}
+
+    def with_tools(self, record: dict) -> dict:
+        return record | {"tools": self.tools} if self.tools else record
 
 
 @dataclass
@@ -109,7 +131,7 @@ def sft_records(judged: Iterable[Judged], min_rating: int = 1) -> Export:
             kind, answer = "approved", item.answer
         else:
             continue
-        record = {"messages": [*item.prompt, {"role": "assistant", "content": answer}]}
+        record = item.with_tools({"messages": [*item.prompt, item.reply(answer)]})
         if _first(record, seen, result.skipped):
             result.records.append(record)
             result.counts[kind] += 1
@@ -124,26 +146,23 @@ def dpo_records(judged: Iterable[Judged], min_rating: int = 1) -> Export:
     disliked: dict[str, list[Judged]] = defaultdict(list)
     for item in judged:
         if item.correction:
-            _pair(result, seen, "corrected", item.prompt, item.correction, item.answer)
+            _pair(result, seen, "corrected", item, item.correction, item.answer)
         elif item.rating >= min_rating:
             liked[item.key].append(item)
         elif item.rating < 0:
             disliked[item.key].append(item)
     for key, ups in liked.items():
         for up, down in product(ups, disliked.get(key, [])):
-            _pair(result, seen, "thumbs up over down", up.prompt, up.answer, down.answer)
+            _pair(result, seen, "thumbs up over down", up, up.answer, down.answer)
     return result
 
 
-def _pair(result: Export, seen: set[str], kind: str, prompt: list[dict], chosen: str, rejected: str) -> None:
+def _pair(result: Export, seen: set[str], kind: str, item: Judged, chosen: str, rejected: str) -> None:
     if chosen.strip() == rejected.strip():
         result.skipped["chosen same as rejected"] += 1
         return
-    record = {
-        "prompt": prompt,
-        "chosen": [{"role": "assistant", "content": chosen}],
-        "rejected": [{"role": "assistant", "content": rejected}],
-    }
+    answers = {"chosen": [item.reply(chosen)], "rejected": [item.reply(rejected)]}
+    record = item.with_tools({"prompt": item.prompt} | answers)
     if _first(record, seen, result.skipped):
         result.records.append(record)
         result.counts[kind] += 1
@@ -186,10 +205,15 @@ def _judged(traces: Iterable[Trace], decisions: dict[str, list], skipped: Counte
         if prompt is None:
             skipped["messages not plain text"] += 1
             continue
+        offered = _offered(trace.request)
+        if offered is None:
+            skipped["tools not valid"] += 1
+            continue
         corrections = [f.correction for f in trace.feedback if f.correction and f.correction.strip()]
         corrections += [edit for _, edit in reviewed if edit and edit.strip()]  # a reviewer's edit has the last word
         rating = sum(f.rating or 0 for f in trace.feedback) + sum(r for r, _ in reviewed)
-        yield Judged(trace.id, prompt, trace.response_text or "", rating, corrections[-1] if corrections else None)
+        correction = corrections[-1] if corrections else None
+        yield Judged(trace.id, prompt, trace.response_text or "", rating, correction, offered or None)
 
 
 def _unusable(trace: Trace) -> str | None:
@@ -203,14 +227,29 @@ def _unusable(trace: Trace) -> str | None:
 
 
 def _prompt(messages: list) -> list[dict] | None:
-    """The request's messages as plain {role, content}, ending with the user's turn the answer replied to."""
+    """The request's messages as {role, content} (with an assistant's `tool_calls`, a tool result's
+    `tool_call_id`), ending with the turn the answer replied to: the user's, or a tool's result."""
     try:
         plain = [Message.model_validate(m).as_template_input() for m in messages]
+        toolkit.check_tool_messages(plain)
     except (ValidationError, FmstackError, TypeError):
         return None
-    if plain[-1]["role"] != "user" or any(m["role"] not in CHAT_ROLES for m in plain):
-        return None  # an assistant prefix or a tool turn: the answer is not a plain reply to the user
+    if plain[-1]["role"] not in ("user", "tool") or any(m["role"] not in CHAT_ROLES for m in plain):
+        return None  # an assistant prefix: the answer is not a reply to the user or to a tool
     return plain
+
+
+def _offered(request: dict) -> list[dict] | None:
+    """The tools the answer could call, as the request gave them ([] for none, tool_choice "none" included);
+    None when they are not valid tool definitions."""
+    tools = request.get("tools")
+    if not tools or request.get("tool_choice") == "none":
+        return []
+    try:
+        toolkit.check_tools(tools)
+    except (FmstackError, TypeError, AttributeError):
+        return None
+    return tools
 
 
 def _needs(fmt: str, min_rating: int) -> str:
