@@ -28,7 +28,6 @@ import datetime as dt
 import json
 import os
 import platform
-import socket
 import statistics
 import subprocess
 import sys
@@ -39,6 +38,7 @@ from pathlib import Path
 
 import httpx
 import yaml
+from _serving import free_port, http_stream_fn, run_batch, server
 from rich.console import Console
 from rich.table import Table
 
@@ -73,69 +73,32 @@ def env_for(tree: Path, home: Path) -> dict[str, str]:
     return os.environ | {"PYTHONPATH": str(tree / "src"), "FMSTACK_HOME": str(home)}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextlib.contextmanager
-def server(tree: Path, model: str) -> Iterator[str]:
+def fmstack_server(tree: Path, model: str) -> Iterator[str]:
+    """`fmstack up` from `tree` in a fresh home; its base URL while it runs."""
     with tempfile.TemporaryDirectory(prefix="fmstack-rev-home-") as home:
         port = free_port()
-        log = open(Path(home) / "server.log", "w")  # noqa: SIM115 - closed below
-        command = [sys.executable, "-m", "fmstack", "up", "--model", model, "--port", str(port)]
-        proc = subprocess.Popen(command, env=env_for(tree, Path(home)), stdout=log, stderr=subprocess.STDOUT, cwd=tree)
         base = f"http://127.0.0.1:{port}"
-        try:
-            for _ in range(600):
-                if proc.poll() is not None:
-                    raise RuntimeError(f"server from {tree} exited: {(Path(home) / 'server.log').read_text()[-2000:]}")
-                with contextlib.suppress(httpx.HTTPError):
-                    if httpx.get(f"{base}/v1/models", timeout=2).status_code == 200:
-                        break
-                time.sleep(0.5)
+        command = [sys.executable, "-m", "fmstack", "up", "--model", model, "--port", str(port)]
+        log = Path(home) / "server.log"
+        with server(f"fmstack at {tree.name}", command, env_for(tree, Path(home)), base, "/v1/models", log, tree):
             yield base
-        finally:
-            proc.terminate()
-            proc.wait(60)
-            log.close()
-
-
-async def stream_one(client: httpx.AsyncClient, model: str, prompt: str, max_tokens: int) -> dict:
-    body = {"model": model, "messages": [{"role": "user", "content": prompt}], "max_tokens": max_tokens,
-            "temperature": 0, "stream": True, "stream_options": {"include_usage": True}}  # fmt: skip
-    start = time.perf_counter()
-    first = last = None
-    tokens = 0
-    async with client.stream("POST", "/v1/chat/completions", json=body) as r:
-        r.raise_for_status()
-        async for line in r.aiter_lines():
-            if not line.startswith("data: ") or line == "data: [DONE]":
-                continue
-            chunk = json.loads(line[6:])
-            if chunk.get("usage"):
-                tokens = chunk["usage"]["completion_tokens"]
-            if chunk.get("choices") and chunk["choices"][0]["delta"].get("content"):
-                first = first or time.perf_counter()
-                last = time.perf_counter()
-    decode = (tokens - 1) / (last - first) if first and last and last > first and tokens > 1 else None
-    return {"ttft_s": (first or time.perf_counter()) - start, "tokens": tokens, "decode_tps": decode,
-            "seconds": time.perf_counter() - start}  # fmt: skip
 
 
 async def serve_load(base: str, model: str, max_tokens: int) -> dict:
-    async with httpx.AsyncClient(base_url=base, timeout=600) as client:
-        await stream_one(client, model, "Hello", 8)  # warm-up: the model loaded, caches touched
-        single = [await stream_one(client, model, p, max_tokens) for p in PROMPTS]
-        start = time.perf_counter()
-        together = await asyncio.gather(*(stream_one(client, model, p, max_tokens) for p in PROMPTS))
-        wall = time.perf_counter() - start
+    requests = [(i, [{"role": "user", "content": p}]) for i, p in enumerate(PROMPTS)]
+    async with httpx.AsyncClient(timeout=600) as client:
+        stream = http_stream_fn(client, base, model, max_tokens, {})
+        await run_batch(http_stream_fn(client, base, model, 8, {}), requests[:1], 1)  # warm-up: caches touched
+        single = await run_batch(stream, requests, 1)
+        together = await run_batch(stream, requests, len(requests))
+    if failures := single.failures + together.failures:
+        raise RuntimeError(f"{failures} requests failed: {single.summary()['errors'] + together.summary()['errors']}")
     return {
-        "decode_tps_1_stream": statistics.median(s["decode_tps"] for s in single if s["decode_tps"]),
-        "ttft_p50_1_stream_s": statistics.median(s["ttft_s"] for s in single),
-        "aggregate_tps_8_streams": sum(s["tokens"] for s in together) / wall,
-        "ttft_p50_8_streams_s": statistics.median(s["ttft_s"] for s in together),
+        "decode_tps_1_stream": single.decode_tps(),
+        "ttft_p50_1_stream_s": single.ttft(50),
+        "aggregate_tps_8_streams": together.aggregate_tps,
+        "ttft_p50_8_streams_s": together.ttft(50),
     }
 
 
@@ -162,7 +125,7 @@ def arithmetic_suite(path: Path, n: int = 40) -> Path:
 
 
 def measure(tree: Path, args: argparse.Namespace) -> dict:
-    with server(tree, args.model) as base:
+    with fmstack_server(tree, args.model) as base:
         out = asyncio.run(serve_load(base, args.model, args.max_tokens))
     return out | eval_run(tree, args.model, args.suite)
 

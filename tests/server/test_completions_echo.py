@@ -120,8 +120,22 @@ def test_engines_that_cannot_score_prompts_refuse_echo_with_logprobs():
     from fmstack.engines.transformers import TransformersEngine
 
     assert not TransformersEngine.scores_prompts
-    engine = SimpleNamespace(scores_prompts=False, spec=SimpleNamespace(name="smollm2-hf", engine="transformers"))
+    spec = SimpleNamespace(name="smollm2-hf", engine="transformers")
+    engine = SimpleNamespace(scores_prompts=False, calls_tools=False, spec=spec)
     with pytest.raises(InvalidRequest) as refused:
         check_supported(engine, GenerationRequest(prompt="hi", max_tokens=0, prompt_logprobs=True))
     assert refused.value.param == "echo" and "smollm2-hf" in refused.value.message
     check_supported(engine, GenerationRequest(prompt="hi", max_tokens=0))  # echo alone is text: any engine
+
+
+def test_engines_that_cannot_call_tools_refuse_them_rather_than_answer_without_them():
+    from fmstack.engines.llamacpp import LlamaCppEngine
+    from fmstack.engines.transformers import TransformersEngine
+
+    assert LlamaCppEngine.calls_tools and not TransformersEngine.calls_tools
+    spec = SimpleNamespace(name="smollm2-hf", engine="transformers")
+    engine = SimpleNamespace(scores_prompts=False, calls_tools=False, spec=spec)
+    tools = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
+    with pytest.raises(InvalidRequest) as refused:
+        check_supported(engine, GenerationRequest(messages=[{"role": "user", "content": "hi"}], tools=tools))
+    assert refused.value.param == "tools" and "smollm2-hf" in refused.value.message

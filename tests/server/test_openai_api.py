@@ -96,22 +96,25 @@ def test_seeds_give_different_samples(client):
 
 
 def test_stop_sequence_is_not_returned(client):
+    """Within one answer (two greedy answers may part at a near-tie, see above): cut where "4" began, the text
+    before it kept, the stop string itself never returned."""
     free = ask(client, "Count from 1 to 10 separated by commas.", temperature=0, max_tokens=40)
-    text = free.choices[0].message.content
-    assert "4" in text
+    assert "4" in free.choices[0].message.content
     stopped = ask(client, "Count from 1 to 10 separated by commas.", temperature=0, max_tokens=40, stop=["4"])
-    assert stopped.choices[0].message.content == text[: text.index("4")]
-    assert stopped.choices[0].finish_reason == "stop"
+    text = stopped.choices[0].message.content
+    assert stopped.choices[0].finish_reason == "stop" and "4" not in text
+    assert text.startswith("1") and "3" in text and stopped.usage.completion_tokens < 40
 
 
 def test_json_object_response_format_is_valid_json(client):
     r = ask(
         client,
         "Give me a person with a name and an age as JSON.",
-        max_tokens=60,
+        max_tokens=300,
         temperature=0,
         response_format={"type": "json_object"},
     )
+    assert r.choices[0].finish_reason == "stop"  # the grammar closed the object (a cut answer says "length")
     assert isinstance(json.loads(r.choices[0].message.content), dict)
 
 

@@ -91,6 +91,7 @@ class Engine(ABC):
 
     spec: ModelSpec
     scores_prompts = False  # whether it answers `prompt_logprobs` (the llama.cpp engine does)
+    calls_tools = False  # whether it offers `tools` to the model and constrains its calls (the llama.cpp engine does)
 
     @property
     def context_length(self) -> int:
@@ -145,6 +146,12 @@ def check_supported(engine: Engine, request: GenerationRequest) -> None:
             f"Model '{engine.spec.name}' ({engine.spec.engine} engine) cannot return the prompt's log-probabilities "
             "(echo with logprobs); use a llama.cpp model, or drop echo or logprobs.",
             param="echo",
+        )
+    if request.tools and not engine.calls_tools:
+        raise InvalidRequest(
+            f"Model '{engine.spec.name}' ({engine.spec.engine} engine) cannot call tools; use a llama.cpp model "
+            "(e.g. qwen2.5-0.5b-instruct), or drop tools.",
+            param="tools",
         )
 
 

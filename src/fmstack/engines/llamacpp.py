@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 
 
 class LlamaCppEngine(Engine):
+    calls_tools = True  # tools.plan renders them and constrains every call to its schema
     scores_prompts = True  # the batch runner asks for the logits of every prompt position when a request wants them
 
     def __init__(self, spec: ModelSpec, path: Path, settings: Settings):

@@ -72,7 +72,7 @@ class Gateway:
             call.use(self.registry.get(model))
             engine = await asyncio.to_thread(self.pool.chat, model)
             check_supported(engine, request)
-            prepared = engine.prepare(request)
+            prepared = await asyncio.to_thread(engine.prepare, request)  # templates, tokens, grammars: off the loop
             call.prepared(prepared)
             source = engine.stream(prepared) if n == 1 else choices(engine, prepared, n, self.settings.queue_size)
             events = call.run(source, self.settings.request_timeout)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from datetime import datetime
 from typing import Any
 
 import yaml
@@ -29,7 +30,7 @@ def collect(ctx: LoopContext) -> StepResult:
     held_out = _gate_suite(ctx)
     until = utcnow()
     ctx.runs.update(ctx.run.id, until=until)
-    counts = {fmt: _training_file(ctx, fmt, held_out) for fmt in ctx.config.data.formats}
+    counts = {fmt: _training_file(ctx, fmt, held_out, until) for fmt in ctx.config.data.formats}
     total = sum(n for n, _ in counts.values())
     window = f"since {ctx.run.since:%Y-%m-%d %H:%M:%S} UTC" if ctx.run.since else "from the first trace"
     kinds = ", ".join(f"{n} {fmt} records" + (f" ({detail})" if detail else "") for fmt, (n, detail) in counts.items())
@@ -87,11 +88,12 @@ def _reviews_spec(ctx: LoopContext) -> dict[str, Any]:
     return yaml.safe_load(path.read_text())
 
 
-def _training_file(ctx: LoopContext, fmt: str, held_out: set[str]) -> tuple[int, str]:
-    """`fmt`.jsonl from the traces in the window, without held-out prompts: (records, what went in or why none)."""
+def _training_file(ctx: LoopContext, fmt: str, held_out: set[str], until: datetime) -> tuple[int, str]:
+    """`fmt`.jsonl from the traces in the window [since, until), without held-out prompts: (records, what went in
+    or why none). The window is closed at `until`, where the next loop's begins, so no trace is trained on twice."""
     path = ctx.workdir / f"{fmt}.jsonl"
     try:
-        export = export_traces(ctx.sessions, fmt, path, app=ctx.app, since=ctx.run.since,
+        export = export_traces(ctx.sessions, fmt, path, app=ctx.app, since=ctx.run.since, until=until,
                                min_rating=ctx.config.data.min_rating)  # fmt: skip
     except FmstackError:
         path.unlink(missing_ok=True)

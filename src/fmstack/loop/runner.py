@@ -28,7 +28,7 @@ from fmstack.loop.config import LoadedLoopConfig, LoopConfig, LoopConfigError
 from fmstack.loop.context import LoopContext, LoopStopped, Report, StepResult
 from fmstack.loop.data import collect
 from fmstack.loop.gate import gate
-from fmstack.loop.runs import LoopRuns, RunInfo
+from fmstack.loop.runs import LoopRuns, RunInfo, safe_name
 from fmstack.loop.ship import export, register, start_ab
 from fmstack.loop.train import train
 
@@ -41,7 +41,6 @@ STEPS: list[tuple[str, Callable[[LoopContext], StepResult]]] = [
     ("ab", start_ab),  # a small share of the route
 ]
 MODEL_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*$")
-UNSAFE = re.compile(r"[^\w.-]")  # what an app name may hold that a model name may not
 
 
 @dataclass
@@ -98,13 +97,13 @@ def _resumed(app: str, base: str | None, runs: LoopRuns, settings: Settings, ses
     done = [s for s, _ in STEPS if s in run.steps]
     report("loop", f"resuming loop {run.id} of {app} at {run.step} (finished: {', '.join(done) or 'none'})")
     config = LoopConfig.model_validate(run.config)
-    candidate = run.candidate or f"{app}-loop-{run.id}"
+    candidate = run.candidate or _default_name(app, run.id, Registry(settings))
     return LoopContext(app, run.base, candidate, config, settings, sessions, runs, run, report, dict(run.steps))
 
 
 def _default_name(app: str, run_id: int, registry: Registry) -> str:
     """APP-loop-N as a model name; a suffix if a model of that name exists (a store reset, a copied registry)."""
-    name = f"{UNSAFE.sub('-', app)}-loop-{run_id}"
+    name = f"{safe_name(app)}-loop-{run_id}"
     return name if name not in registry.specs else f"{name}-{uuid.uuid4().hex[:6]}"
 
 

@@ -9,6 +9,7 @@ Every step is committed as it finishes, so a run killed at any point leaves a ro
 from __future__ import annotations
 
 import os
+import re
 import socket
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -70,6 +71,14 @@ def _alive(row: LoopRun) -> bool:
     return True
 
 
+UNSAFE = re.compile(r"[^\w.-]")  # what an app name (a client's header) may hold that a file or model name may not
+
+
+def safe_name(app: str) -> str:
+    """The app's name as a file or model name: no path separators, so never a folder elsewhere."""
+    return UNSAFE.sub("-", app).lstrip(".") or "app"
+
+
 class LoopRuns:
     """The `loop_runs` table, one short transaction per change."""
 
@@ -83,7 +92,7 @@ class LoopRuns:
                           config=config, steps={}, pid=os.getpid(), host=socket.gethostname())  # fmt: skip
             session.add(row)
             session.flush()
-            row.workdir = os.path.join(workdir_root, f"{app}-{row.id}")
+            row.workdir = os.path.join(workdir_root, f"{safe_name(app)}-{row.id}")
             return RunInfo.of(row)
 
     def get(self, run_id: int) -> RunInfo:

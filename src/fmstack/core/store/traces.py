@@ -84,6 +84,7 @@ def list_traces(
     app: str | None = None,
     status: str | None = None,
     since: datetime | None = None,
+    until: datetime | None = None,
     oldest_first: bool = False,
     prompt_name: str | None = None,
     prompt_version: int | None = None,
@@ -98,6 +99,8 @@ def list_traces(
             query = query.where(column == value)
     if since is not None:  # stored in UTC; SQLite would compare a zoned time by its wall clock
         query = query.where(Trace.created_at >= _utc(since).astimezone(UTC))
+    if until is not None:
+        query = query.where(Trace.created_at < _utc(until).astimezone(UTC))
     return list(session.scalars(query.limit(limit).offset(offset)))
 
 

@@ -95,6 +95,7 @@ def export_traces(
     app: str | None = None,
     model: str | None = None,
     since: datetime | None = None,
+    until: datetime | None = None,
     min_rating: int = 1,
 ) -> Export:
     """Turn judged traces into an SFT or DPO JSONL file at `out` (written atomically) and say what went in."""
@@ -105,7 +106,7 @@ def export_traces(
     skipped: Counter = Counter()
     with sessions() as session:
         decisions = _review_decisions(session, app)
-        traces = iter_traces(session, app=app, model=model, since=since, status="ok")
+        traces = iter_traces(session, app=app, model=model, since=since, until=until, status="ok")
         judged = list(_judged(traces, decisions, skipped))
     result = sft_records(judged, min_rating) if fmt == "sft" else dpo_records(judged, min_rating)
     result.skipped.update(skipped)
