@@ -5,16 +5,16 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-from dataclasses import dataclass
 
 import pytest
 
 from fmstack.core.config import get_settings
 from fmstack.core.errors import QueueFull
 from fmstack.core.registry import Registry
-from fmstack.engines.base import Delta, Finish, GenerationRequest
+from fmstack.engines.base import Finish, GenerationRequest
 from fmstack.engines.llamacpp import LlamaCppEngine
 from tests.conftest import NO_END, TEST_MODEL
+from tests.engines.streams import Result, alone, chat, collect, together
 
 pytestmark = pytest.mark.slow
 
@@ -49,42 +49,6 @@ def engine():
     e = load(parallel=8, kv_tokens=4096, threads=2)
     yield e
     e.close()
-
-
-@dataclass
-class Result:
-    text: str
-    finish: Finish
-    logprobs: list  # (TopLogprob, [TopLogprob]) per token, when asked for
-
-
-async def collect(engine: LlamaCppEngine, request: GenerationRequest) -> Result:
-    parts, logprobs, finish = [], [], None
-    async for event in engine.stream(engine.prepare(request)):
-        if isinstance(event, Delta):
-            parts.append(event.text)
-            logprobs += event.logprobs
-        else:
-            finish = event
-    return Result("".join(parts), finish, logprobs)
-
-
-def alone(engine: LlamaCppEngine, requests: list[GenerationRequest]) -> list[Result]:
-    async def go():
-        return [await collect(engine, r) for r in requests]
-
-    return asyncio.run(go())
-
-
-def together(engine: LlamaCppEngine, requests: list[GenerationRequest]) -> list[Result]:
-    async def go():
-        return await asyncio.gather(*(collect(engine, r) for r in requests))
-
-    return asyncio.run(go())
-
-
-def chat(question: str, **params) -> GenerationRequest:
-    return GenerationRequest(messages=[{"role": "user", "content": question}], **params)
 
 
 def near_tie_or_equal(a: Result, b: Result) -> str | None:

@@ -7,17 +7,17 @@ import asyncio
 import dataclasses
 import json
 import textwrap
-from dataclasses import dataclass
 
 import jsonschema
 import pytest
 
 from fmstack.core.config import get_settings
 from fmstack.core.registry import Registry
-from fmstack.engines.base import Delta, Finish, GenerationRequest
+from fmstack.engines.base import GenerationRequest
 from fmstack.engines.transformers import TransformersEngine
 from tests.conftest import NO_END
 from tests.engines.conftest import HF_MODEL
+from tests.engines.streams import Result, alone, chat, collect, together
 
 pytestmark = pytest.mark.slow
 
@@ -49,42 +49,6 @@ def engine(hf_home):
     e = load(hf_home, parallel=8)
     yield e
     e.close()
-
-
-@dataclass
-class Result:
-    text: str
-    finish: Finish
-    logprobs: list  # (TopLogprob, [TopLogprob]) per token, when asked for
-
-
-async def collect(engine: TransformersEngine, request: GenerationRequest) -> Result:
-    parts, logprobs, finish = [], [], None
-    async for event in engine.stream(engine.prepare(request)):
-        if isinstance(event, Delta):
-            parts.append(event.text)
-            logprobs += event.logprobs
-        else:
-            finish = event
-    return Result("".join(parts), finish, logprobs)
-
-
-def alone(engine: TransformersEngine, requests: list[GenerationRequest]) -> list[Result]:
-    async def go():
-        return [await collect(engine, r) for r in requests]
-
-    return asyncio.run(go())
-
-
-def together(engine: TransformersEngine, requests: list[GenerationRequest]) -> list[Result]:
-    async def go():
-        return await asyncio.gather(*(collect(engine, r) for r in requests))
-
-    return asyncio.run(go())
-
-
-def chat(question: str, **params) -> GenerationRequest:
-    return GenerationRequest(messages=[{"role": "user", "content": question}], **params)
 
 
 def json_schema(schema: dict) -> dict:
