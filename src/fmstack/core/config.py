@@ -37,6 +37,9 @@ class Settings:
     parallel: int = field(default_factory=lambda: _env_int("FMSTACK_PARALLEL", 8))
     kv_tokens: int = field(default_factory=lambda: _env_int("FMSTACK_KV_TOKENS", 16384))
     speculative: bool = field(default_factory=lambda: os.environ.get("FMSTACK_SPECULATIVE", "0") == "1")
+    # host memory per llama.cpp model for the KV cells of finished requests, reused by later prompts that start
+    # the same way (engines/prefix_cache.py)
+    prefix_cache_mb: int = field(default_factory=lambda: _env_int("FMSTACK_PREFIX_CACHE_MB", 1024))
 
     @property
     def db_url(self) -> str:

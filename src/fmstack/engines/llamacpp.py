@@ -50,15 +50,17 @@ class LlamaCppEngine(Engine):
             threads=settings.threads,
             max_queue=settings.queue_size,
             speculative=settings.speculative,
+            prefix_cache_bytes=max(settings.prefix_cache_mb, 0) * 2**20,
         )
         self.kv_bytes = config.kv_tokens * kv_bytes_per_token(self.model)
         self.runner = BatchRunner(spec.name, self.model, config)
         log.info(
-            "%s: %d sequences in parallel sharing %d KV cells (%.0f MiB)",
+            "%s: %d sequences in parallel sharing %d KV cells (%.0f MiB), finished prefixes kept in up to %d MiB",
             spec.name,
             config.parallel,
             config.kv_tokens,
             self.kv_bytes / 2**20,
+            config.prefix_cache_bytes // 2**20,
         )
 
     def _chat_formatter(self) -> Jinja2ChatFormatter | None:

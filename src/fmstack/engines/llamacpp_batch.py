@@ -7,9 +7,10 @@ the streams already running. Then it samples every sequence from its own row of 
 chain, and hands the events of the step to the callers in one wake-up of their event loop.
 
 The KV cache is unified: all sequences share `n_ctx` cells, each request uses what it needs (a per-sequence split
-would cap every request at n_ctx / parallel), and a shared prefix is stored once. When the cells run out,
-the step gives way in order: the cached prefix used longest ago is dropped, drafts are skipped, the prompt chunk
-is halved, and last the sequence holding the most cells ends with finish_reason "length" so the others go on.
+would cap every request at n_ctx / parallel), and a prefix shared by running sequences is stored once. It holds
+only running sequences: a finished one's cells move to host memory (`prefix_cache`). When the cells run out, the
+step gives way in order: drafts are skipped, the prompt chunk is halved, and last the sequence holding the most
+cells ends with finish_reason "length" so the others go on.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ class BatchConfig:
     threads: int
     max_queue: int
     speculative: bool  # prompt lookup for requests that do not say
+    prefix_cache_bytes: int = 1 << 30  # host memory for finished sequences' KV cells
     flash_attn: bool = True
 
 
@@ -94,8 +96,7 @@ class BatchRunner:
         self._ctx = LlamaContext(model=model, params=self._context_params(config), verbose=False)
         self._memory = llama_cpp.llama_get_memory(self._ctx.ctx)
         self._batch = llama_cpp.llama_batch_init(N_BATCH, 0, 1)
-        # twice as many sequence ids as running sequences: finished ones stay as cached prefixes
-        self.cache = PrefixCache(self._memory, 2 * config.parallel)
+        self.cache = PrefixCache(self._ctx.ctx, config.parallel, config.prefix_cache_bytes)
         self.jobs = JobQueue(name, config.max_queue)
         self._pieces: dict[tuple[int, bool], bytes] = {}
         self._logprobs = Logprobs(self._n_vocab, self.piece)
@@ -112,7 +113,7 @@ class BatchRunner:
         p = llama_cpp.llama_context_default_params()
         p.n_ctx = config.kv_tokens
         p.n_batch = p.n_ubatch = N_BATCH
-        p.n_seq_max = 2 * config.parallel
+        p.n_seq_max = config.parallel
         p.kv_unified = True
         p.n_threads = p.n_threads_batch = config.threads
         # flash attention skips the cells of other sequences (without it every step multiplies by the whole used
@@ -270,8 +271,6 @@ class BatchRunner:
 
     def _relieve(self, rows: list[_Row]) -> None:
         """Make room for the next try of this step (see the module docstring for the order)."""
-        if self.cache.evict():
-            return
         if any(r.seq.draft for r in rows):
             self._drafts_ok = False
             return
