@@ -33,8 +33,9 @@ SIMULATE = ROOT / "examples" / "loop" / "simulate.py"
 # Setup (SmolLM2 converted once, 24 answers) plus a loop take a few minutes on 2 idle cores; a shared machine is slower.
 LONG = 2400
 TINY = """
-data: {formats: [sft], min_records: 4, holdout: 0.3}
+data: {formats: [sft, dpo], min_records: 4, holdout: 0.3}
 finetune: {steps: 8, lr: 3.0e-3, batch_size: 4, lora_r: 8, max_length: 256}
+dpo: {steps: 2, batch_size: 2, max_length: 256}
 gate: {metric: token_f1, min_delta: 0.0, min_cases: 2, max_tokens: 32}
 export: {quant: q8_0}
 ab: {share: 10}
@@ -99,6 +100,9 @@ def test_the_loop_runs_end_to_end_and_the_next_one_starts_where_it_ended(at_shop
     scores = {s["metric"]: s for s in gate["scores"]}
     assert scores["token_f1"]["candidate"] >= scores["token_f1"]["production"]
     assert run.until is not None and run.steps["data"]["sft_records"] >= 4
+    # the corrections are preference pairs too: SFT, then DPO from its weights, and the candidate is DPO's
+    assert run.steps["data"]["dpo_records"] >= 1 and run.steps["finetune"]["dpo"]["steps"] == 2
+    assert run.steps["finetune"]["checkpoint"].endswith("dpo/model")
     # no traffic since: the next loop has nothing to train on and says so (exit 1, nothing registered)
     again = loop("run", "shop-bot", "--base", TEST_MODEL, "--config", str(config))
     assert again.exit_code == 1, again.output
@@ -110,7 +114,8 @@ def test_the_loop_runs_end_to_end_and_the_next_one_starts_where_it_ended(at_shop
 @pytest.mark.timeout(LONG)
 def test_a_failed_gate_stops_the_loop_with_the_scores(at_shop, tmp_path):
     config = tmp_path / "loop.yaml"
-    config.write_text(TINY.replace("min_delta: 0.0", "min_delta: 1.0").replace("formats", "window: all, formats"))
+    strict = TINY.replace("min_delta: 0.0", "min_delta: 1.0")
+    config.write_text(strict.replace("formats: [sft, dpo]", "window: all, formats: [sft]"))
     before = RouteStore.open().list()
     result = loop("run", "shop-bot", "--base", TEST_MODEL, "--config", str(config), "--json")
     assert result.exit_code == 1, result.output

@@ -190,4 +190,4 @@ def test_a_prompt_alias_route_splits_its_traffic_between_prompt_versions(server)
         api(server, "DELETE", f"/routes/{route}")
     unrouted = httpx.post(f"{server.base}/v1/prompts/{route}/chat/completions", timeout=120,
                           json={"variables": {"country": "France"}, "user": users[v2][0]})
-    assert unrouted.headers["x-fmstack-prompt"] == v1  # the route deleted: the alias again
+    assert unrouted.headers["x-fmstack-prompt"] == v2  # the route deleted: the alias, moved by the promotion

@@ -162,6 +162,19 @@ def test_logit_bias_can_ban_the_end_of_generation(client):
     assert r.choices[0].finish_reason == "length" and r.usage.completion_tokens == longer
 
 
+def test_prompt_lookup_is_switched_per_request(client, server):
+    """`speculative` (fmstack's field) turns prompt-lookup drafts on or off for one request; its trace counts them."""
+    quote = "Repeat this sentence exactly: the quick brown fox jumps over the lazy dog by the old river bank."
+
+    def run(speculative: bool) -> dict:
+        r = ask(client, quote, max_tokens=24, temperature=0, extra_body={"speculative": speculative})
+        return httpx.get(f"{server.base}/api/traces/{r.id}", timeout=30).json()
+
+    on, off = run(True), run(False)
+    assert on["draft_tokens"] > 0 and 0 < on["accepted_tokens"] <= on["draft_tokens"]
+    assert not off["draft_tokens"]
+
+
 def test_text_completion(client):
     r = client.completions.create(
         model=TEST_MODEL, prompt="The capital of France is", max_tokens=5, temperature=0, logprobs=2

@@ -35,14 +35,22 @@ from fmstack.engines.sampling import check_grammar
 log = logging.getLogger(__name__)
 
 
+def load_gguf(path: Path) -> LlamaModel:
+    """A GGUF model, loaded quietly without llama-cpp-python's `verbose=False`: that swaps the whole process's
+    stdout and stderr (`sys.stdout` and file descriptors 1 and 2) for /dev/null during the load, and two loads in
+    two threads put them back in the wrong order, leaving them at /dev/null for good (a `--json` result printed to
+    nowhere, a server's log gone). llama.cpp's log goes through a Python callback instead: kept to errors."""
+    set_verbose(False)
+    return LlamaModel(path_model=str(path), params=llama_cpp.llama_model_default_params(), verbose=True)
+
+
 class LlamaCppEngine(Engine):
     calls_tools = True  # tools.plan renders them and constrains every call to its schema
     scores_prompts = True  # the batch runner asks for the logits of every prompt position when a request wants them
 
     def __init__(self, spec: ModelSpec, path: Path, settings: Settings):
         self.spec = spec
-        set_verbose(False)  # llama.cpp's log goes through a Python callback: keep it to errors
-        self.model = LlamaModel(path_model=str(path), params=llama_cpp.llama_model_default_params(), verbose=False)
+        self.model = load_gguf(path)
         self.formatter = self._chat_formatter()
         config = BatchConfig(
             parallel=max(1, settings.parallel),

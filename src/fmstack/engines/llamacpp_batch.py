@@ -211,8 +211,7 @@ class BatchRunner:
     def _step(self) -> None:
         try:
             rows = self._plan()
-            with COMPUTE.turn():
-                rc = llama_cpp.llama_decode(self._ctx.ctx, self._batch)
+            rc = COMPUTE.call(llama_cpp.llama_decode, self._ctx.ctx, self._batch)
             if rc == 1:  # no room in the KV cache; nothing was decoded
                 self._relieve(rows)
                 return

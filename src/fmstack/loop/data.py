@@ -32,7 +32,7 @@ def collect(ctx: LoopContext) -> StepResult:
     ctx.runs.update(ctx.run.id, until=until)
     counts = {fmt: _training_file(ctx, fmt, held_out, until) for fmt in ctx.config.data.formats}
     total = sum(n for n, _ in counts.values())
-    window = f"since {ctx.run.since:%Y-%m-%d %H:%M:%S} UTC" if ctx.run.since else "from the first trace"
+    window = f"judged since {ctx.run.since:%Y-%m-%d %H:%M:%S} UTC" if ctx.run.since else "from the first trace"
     kinds = ", ".join(f"{n} {fmt} records" + (f" ({detail})" if detail else "") for fmt, (n, detail) in counts.items())
     if total < ctx.config.data.min_records:
         raise LoopStopped(
@@ -89,12 +89,13 @@ def _reviews_spec(ctx: LoopContext) -> dict[str, Any]:
 
 
 def _training_file(ctx: LoopContext, fmt: str, held_out: set[str], until: datetime) -> tuple[int, str]:
-    """`fmt`.jsonl from the traces in the window [since, until), without held-out prompts: (records, what went in
-    or why none). The window is closed at `until`, where the next loop's begins, so no trace is trained on twice."""
+    """`fmt`.jsonl from the traces last judged in the window [since, until) (feedback given late on an old answer
+    counts when it is given), without held-out prompts: (records, what went in or why none). The window is closed
+    at `until`, where the next loop's begins, so no judgement is trained on twice."""
     path = ctx.workdir / f"{fmt}.jsonl"
     try:
         export = export_traces(ctx.sessions, fmt, path, app=ctx.app, since=ctx.run.since, until=until,
-                               min_rating=ctx.config.data.min_rating)  # fmt: skip
+                               min_rating=ctx.config.data.min_rating, by_judgement=True)  # fmt: skip
     except FmstackError:
         path.unlink(missing_ok=True)
         return 0, "none matched"

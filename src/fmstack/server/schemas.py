@@ -31,6 +31,9 @@ class _Sampling(BaseModel):
     stream_options: StreamOptions | None = None
     n: int = Field(1, ge=1, le=128, description="Choices to generate, each its own sequence (at most the queue size).")
     user: str | None = None
+    speculative: bool | None = Field(
+        None, description="fmstack: prompt-lookup drafts on or off for this request (default FMSTACK_SPECULATIVE)"
+    )
 
     @field_validator("stop")
     @classmethod
@@ -87,6 +90,7 @@ class ChatCompletionRequest(_Sampling):
             tools=self.tools,
             tool_choice=self.tool_choice,
             parallel_tool_calls=self.parallel_tool_calls,
+            speculative=self.speculative,
         )
 
     @property
@@ -125,6 +129,7 @@ class CompletionRequest(_Sampling):
             logprobs=self.logprobs is not None,
             top_logprobs=self.logprobs or 0,
             prompt_logprobs=self.echo and self.logprobs is not None,
+            speculative=self.speculative,
         )
 
 

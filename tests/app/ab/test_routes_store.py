@@ -7,6 +7,7 @@ import pytest
 from sqlalchemy import func, select
 
 from fmstack.app.ab import GateFailed, promote
+from fmstack.app.prompts import PromptStore
 from fmstack.core.errors import FmstackError, NotFound
 from fmstack.core.store.schema import AbChange, AbRoute, AbVariant
 from tests.app.ab.helpers import A, B, add_trace, routes
@@ -33,6 +34,29 @@ def test_promote_and_rollback_are_recorded_and_undone_in_order(home):
     ]
     assert (history[0].before, history[0].after, history[0].actor) == (None, {A: 90, B: 10}, "ann")
     assert (history[1].before, history[1].after, history[1].actor) == ({A: 90, B: 10}, {A: 0, B: 100}, "bob")
+
+
+def test_promoting_a_prompt_version_moves_the_alias_and_a_rollback_moves_it_back(home):
+    store = routes(home)
+    prompts = PromptStore(store.sessions)
+    for text in ("Capital of {{ country }}?", "Name the capital of {{ country }}.", "Which city rules {{ country }}?"):
+        prompts.save("capitals", {"user": text})
+    prompts.set_alias("capitals", "production", 1)
+    store.create("capitals@production", {"capitals@1": 80, "capitals@2": 20})
+    store.promote("capitals@production", "capitals@v2")
+    assert prompts.aliases("capitals") == {"production": 2}
+    store.split("capitals@production", {"capitals@2": 50, "capitals@3": 50})
+    assert prompts.aliases("capitals") == {"production": 2}  # a split moves nothing
+    store.rollback("capitals@production")  # the split
+    store.rollback("capitals@production")  # the promotion: the alias goes back with the weights
+    assert prompts.aliases("capitals") == {"production": 1}
+    assert [(m.from_version, m.to_version) for m in prompts.moves("capitals")][-2:] == [(1, 2), (2, 1)]
+
+    store.create("capitals@beta", {"capitals@1": 50, "capitals@3": 50})  # the alias need not exist yet
+    store.promote("capitals@beta", "capitals@3")
+    assert prompts.aliases("capitals") == {"beta": 3, "production": 1}
+    store.rollback("capitals@beta")
+    assert prompts.aliases("capitals") == {"production": 1}  # it was new: gone again
 
 
 def test_a_split_adds_a_model_at_the_end_and_keeps_the_others_at_zero(home):

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from sqlalchemy import update
 from typer.testing import CliRunner
 
 from fmstack.cli import app
 from fmstack.core.config import get_settings
+from fmstack.core.errors import FmstackError
 from fmstack.core.store import open_store
+from fmstack.core.store.schema import Feedback
 from fmstack.core.store.traces import TraceWriter, add_feedback
+from fmstack.model.data.from_traces import export_traces
 from fmstack.model.train.chat_data import load_preferences, load_sft
 
 SYSTEM = {"role": "system", "content": "Answer briefly."}
@@ -128,6 +132,22 @@ def test_filters_and_min_rating(store, tmp_path):
     # no answer has two net thumbs up: only the corrected one is left
     assert run("--format", "sft", "--min-rating", "2", "--out", str(out)).exit_code == 0
     assert [r["messages"][-1]["content"] for r in records(out)] == ["Paris."]
+
+
+def test_a_loop_window_takes_an_answer_when_it_is_judged_not_when_it_was_made(store, tmp_path):
+    """`fmstack loop run` reads feedback since the last loop: a thumb given today on an answer from 2020 counts, a
+    thumb given before the window does not (that loop already trained on it)."""
+    sessions = open_store(get_settings())
+    start = datetime.now(UTC) - timedelta(minutes=5)
+    with sessions.begin() as session:
+        session.execute(update(Feedback).where(Feedback.trace_id == "up").values(created_at=start - timedelta(days=1)))
+    out = tmp_path / "sft.jsonl"
+    with pytest.raises(FmstackError, match="No sft records"):  # every trace was made before the window
+        export_traces(sessions, "sft", out, app="shop", since=start)
+    late = export_traces(sessions, "sft", out, app="shop", since=start, by_judgement=True)
+    assert sorted(r["messages"][-1]["content"] for r in late.records) == ["4", "Lima", "Paris.", "Yes"]
+    earlier = export_traces(sessions, "sft", out, app="shop", until=start, by_judgement=True)
+    assert [r["messages"] for r in earlier.records] == [[*MATH, *reply("4")]]  # "up", judged the day before
 
 
 @pytest.mark.parametrize(

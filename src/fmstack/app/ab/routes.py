@@ -7,7 +7,8 @@ always restore the weights it undoes.
 
 A route whose name is a stored prompt's alias (`capitals@production`) is a prompt route: its variants are versions
 (or other aliases) of that prompt, `capitals@1`, `capitals@2`, and requests through the alias are split between
-them (the gateway's `Router.prompt_variant`).
+them (the gateway's `Router.prompt_variant`). Promoting a version also moves the alias to it (recorded with the
+alias's history, undone by a rollback), so the alias keeps serving the promoted version once the route is deleted.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from fmstack.core.config import Settings, get_settings
 from fmstack.core.errors import InvalidRequest, NotFound
 from fmstack.core.registry import Registry
 from fmstack.core.store import open_store
-from fmstack.core.store.schema import AbChange, AbRoute, AbVariant, utcnow
+from fmstack.core.store.schema import AbChange, AbRoute, AbVariant, PromptAliasMove, utcnow
 from fmstack.gateway.routes import is_prompt_route
 
 NAME = re.compile(r"^[A-Za-z0-9][\w.:-]{0,199}$")
@@ -180,7 +181,8 @@ class RouteStore:
             if {v.name: v.weight for v in row.variants}[variant] == 100:
                 raise InvalidRequest(f"variant: '{variant}' already serves all of '{name}'.", param="variant")
             weights = {n: 100 if n == variant else 0 for n in names}
-            return self._apply(session, row, weights, "promote", actor, gate)
+            move = self._move_prompt_alias(session, name, variant) if is_prompt_route(name) else None
+            return self._apply(session, row, weights, "promote", actor, gate, alias_move=move)
 
     def rollback(self, name: str, actor: str | None = None) -> RouteInfo:
         """Undo the latest split or promotion not yet undone: its weights before come back."""
@@ -190,7 +192,28 @@ class RouteStore:
             if target is None:
                 raise InvalidRequest(f"route: '{name}' has no split or promotion left to roll back.", param="route")
             weights = {v.name: (target.before or {}).get(v.name, 0) for v in row.variants}
-            return self._apply(session, row, weights, "rollback", actor, undoes=target.id)
+            move = self._undo_alias_move(session, target.alias_move) if target.alias_move is not None else None
+            return self._apply(session, row, weights, "rollback", actor, undoes=target.id, alias_move=move)
+
+    def _move_prompt_alias(self, session: Session, route: str, variant: str) -> int | None:
+        """A prompt route's promotion also points its alias at the promoted version, so the alias serves it once
+        the route is gone (`capitals@production` -> 2); the id of the recorded move, None when it was there."""
+        prompts = PromptStore(self.sessions)
+        name, _, alias = route.partition("@")
+        try:
+            version = prompts.version_of(session, variant)
+        except (PromptError, NotFound) as exc:
+            raise InvalidRequest(f"variant: {exc.message}", param="variant") from None
+        move = prompts.move_alias(session, name, alias, version)
+        return move.id if move is not None else None
+
+    def _undo_alias_move(self, session: Session, move_id: int) -> int | None:
+        """Rolling back a prompt route's promotion points its alias back where it was (removed if it was new)."""
+        move = session.get(PromptAliasMove, move_id)
+        if move is None:
+            return None
+        back = PromptStore(self.sessions).move_alias(session, move.name, move.alias, move.from_version)
+        return back.id if back is not None else None
 
     def delete(self, name: str, actor: str | None = None) -> None:
         """Stop routing `name` (requests for it then go to the model of that name, if any); its history stays."""
@@ -208,12 +231,13 @@ class RouteStore:
         actor: str | None,
         gate: dict[str, Any] | None = None,
         undoes: int | None = None,
+        alias_move: int | None = None,
     ) -> RouteInfo:
         before = {v.name: v.weight for v in row.variants}
         for v in row.variants:
             v.weight = weights[v.name]
         row.updated_at = utcnow()
-        _record(session, row.name, action, before, weights, actor, gate, undoes)
+        _record(session, row.name, action, before, weights, actor, gate, undoes, alias_move)
         session.flush()
         return RouteInfo.of(row)
 
@@ -330,5 +354,11 @@ def _record(
     actor: str | None,
     gate: dict[str, Any] | None = None,
     undoes: int | None = None,
+    alias_move: int | None = None,
 ) -> None:
-    session.add(AbChange(route=route, action=action, before=before, after=after, actor=actor, gate=gate, undoes=undoes))
+    session.add(
+        AbChange(
+            route=route, action=action, before=before, after=after, actor=actor, gate=gate, undoes=undoes,
+            alias_move=alias_move,
+        )
+    )

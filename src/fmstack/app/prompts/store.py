@@ -163,16 +163,34 @@ class PromptStore:
         with self.sessions.begin() as s:
             version = self._resolve(s, self._target_ref(name, target)).version
             row = s.get(PromptAlias, (name, alias))
-            now = utcnow()
             if row is not None and row.version == version:
                 return AliasMove(name, alias, version, version, _utc(row.updated_at))
-            before = row.version if row is not None else None
-            if row is None:
-                s.add(PromptAlias(name=name, alias=alias, version=version, updated_at=now))
-            else:
-                row.version, row.updated_at = version, now
-            s.add(PromptAliasMove(name=name, alias=alias, from_version=before, to_version=version, created_at=now))
-            return AliasMove(name, alias, before, version, now)
+            move = self.move_alias(s, name, alias, version)
+            return AliasMove(name, alias, move.from_version, version, _utc(move.created_at))
+
+    def move_alias(self, s: Session, name: str, alias: str, version: int | None) -> PromptAliasMove | None:
+        """Point `alias` at `version` in the caller's transaction (an A/B promotion moves it with the route), the
+        move recorded; None: it already points there. `version` None removes the alias (undoing its creation)."""
+        row = s.get(PromptAlias, (name, alias))
+        before = row.version if row is not None else None
+        if before == version:
+            return None
+        now = utcnow()
+        if version is None:
+            s.delete(row)
+            return None
+        if row is None:
+            s.add(PromptAlias(name=name, alias=alias, version=version, updated_at=now))
+        else:
+            row.version, row.updated_at = version, now
+        move = PromptAliasMove(name=name, alias=alias, from_version=before, to_version=version, created_at=now)
+        s.add(move)
+        s.flush()
+        return move
+
+    def version_of(self, s: Session, ref: str | PromptRef) -> int:
+        """The version a reference names now, read in the caller's transaction."""
+        return self._resolve(s, parse_ref(ref) if isinstance(ref, str) else ref).version
 
     # --- reading ----------------------------------------------------------------------------------------------
 

@@ -461,6 +461,8 @@ class AbChange(Base):
     undoes: Mapped[int | None] = mapped_column(Integer)  # a rollback: the change it undid
     actor: Mapped[str | None] = mapped_column(String(200))  # who: the OS user (CLI) or the API key's name
     gate: Mapped[dict | None] = mapped_column(JSON)  # a gated promotion: the comparisons it passed
+    # a prompt route's promotion, or its rollback: the move of the route's alias it made (prompt_alias_moves.id)
+    alias_move: Mapped[int | None] = mapped_column(Integer)
 
 
 class LoopRun(Base):

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from concurrent.futures import Future
 from datetime import UTC, datetime
 
-from sqlalchemy import case, func, select
+from sqlalchemy import Select, case, func, select
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
 from fmstack.core.errors import InvalidRequest, NotFound
@@ -88,8 +88,10 @@ def list_traces(
     oldest_first: bool = False,
     prompt_name: str | None = None,
     prompt_version: int | None = None,
+    ids: Select | None = None,
 ) -> list[Trace]:
-    """Traces, newest first; `prompt_name` (and `prompt_version`) keep those made through a stored prompt."""
+    """Traces, newest first; `prompt_name` (and `prompt_version`) keep those made through a stored prompt, `ids`
+    (a query of trace ids) those it selects."""
     order = (Trace.created_at, Trace.id) if oldest_first else (Trace.created_at.desc(), Trace.id)
     query = select(Trace).options(selectinload(Trace.feedback), selectinload(Trace.scores)).order_by(*order)
     version = str(prompt_version) if prompt_version is not None else None
@@ -97,10 +99,12 @@ def list_traces(
     for column, value in (*filters, (Trace.prompt_version, version)):
         if value is not None:
             query = query.where(column == value)
-    if since is not None:  # stored in UTC; SQLite would compare a zoned time by its wall clock
-        query = query.where(Trace.created_at >= _utc(since).astimezone(UTC))
+    if since is not None:
+        query = query.where(Trace.created_at >= utc(since))
     if until is not None:
-        query = query.where(Trace.created_at < _utc(until).astimezone(UTC))
+        query = query.where(Trace.created_at < utc(until))
+    if ids is not None:
+        query = query.where(Trace.id.in_(ids))
     return list(session.scalars(query.limit(limit).offset(offset)))
 
 
@@ -218,3 +222,9 @@ def _version_number(value: str | None) -> int | str | None:
 def _utc(moment: datetime) -> datetime:
     """SQLite gives back naive datetimes; they were stored in UTC."""
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def utc(moment: datetime) -> datetime:
+    """A moment to compare with stored times: in UTC (SQLite compares a zoned time by its wall clock), a naive
+    one taken as UTC already."""
+    return _utc(moment).astimezone(UTC)

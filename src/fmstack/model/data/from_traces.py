@@ -30,12 +30,12 @@ from itertools import product
 from pathlib import Path
 
 from pydantic import ValidationError
-from sqlalchemy import select
+from sqlalchemy import Select, func, select, true, union_all
 from sqlalchemy.orm import Session, sessionmaker
 
 from fmstack.core.errors import FmstackError, InvalidRequest
-from fmstack.core.store.schema import ReviewItem, Trace
-from fmstack.core.store.traces import iter_traces
+from fmstack.core.store.schema import Feedback, ReviewItem, Trace
+from fmstack.core.store.traces import iter_traces, utc
 from fmstack.engines import tools as toolkit
 from fmstack.engines.messages import Message
 from fmstack.model.data.stages import atomic_write_bytes
@@ -97,8 +97,11 @@ def export_traces(
     since: datetime | None = None,
     until: datetime | None = None,
     min_rating: int = 1,
+    by_judgement: bool = False,
 ) -> Export:
-    """Turn judged traces into an SFT or DPO JSONL file at `out` (written atomically) and say what went in."""
+    """Turn judged traces into an SFT or DPO JSONL file at `out` (written atomically) and say what went in.
+    `since`/`until` bound when a trace was made; with `by_judgement`, when it was last judged (its newest thumb,
+    correction or review decision), so feedback given late on an old answer still reaches the next loop."""
     if fmt not in FORMATS:
         raise InvalidRequest(f"--format {fmt!r} is not supported; use sft or dpo.")
     if min_rating < 1:
@@ -106,7 +109,8 @@ def export_traces(
     skipped: Counter = Counter()
     with sessions() as session:
         decisions = _review_decisions(session, app)
-        traces = iter_traces(session, app=app, model=model, since=since, until=until, status="ok")
+        window = {"ids": judged_between(app, since, until)} if by_judgement else {"since": since, "until": until}
+        traces = iter_traces(session, app=app, model=model, status="ok", **window)
         judged = list(_judged(traces, decisions, skipped))
     result = sft_records(judged, min_rating) if fmt == "sft" else dpo_records(judged, min_rating)
     result.skipped.update(skipped)
@@ -177,6 +181,22 @@ def _first(record: dict, seen: set[str], skipped: Counter) -> bool:
         return False
     seen.add(key)
     return True
+
+
+def judged_between(app: str | None, since: datetime | None, until: datetime | None) -> Select:
+    """The ids of traces whose newest judgement (a thumb or correction, a review decision) falls in [since, until)."""
+    times = union_all(
+        select(Feedback.trace_id.label("trace_id"), Feedback.created_at.label("at")),
+        select(ReviewItem.trace_id, ReviewItem.reviewed_at)
+        .where(ReviewItem.status.in_(REVIEW_RATINGS))
+        .where(ReviewItem.app == app if app is not None else true()),
+    ).subquery()
+    last = select(times.c.trace_id).group_by(times.c.trace_id)
+    if since is not None:
+        last = last.having(func.max(times.c.at) >= utc(since))
+    if until is not None:
+        last = last.having(func.max(times.c.at) < utc(until))
+    return last
 
 
 def _review_decisions(session: Session, app: str | None) -> dict[str, list[tuple[int, str | None]]]:

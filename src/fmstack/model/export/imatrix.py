@@ -25,9 +25,9 @@ import llama_cpp
 import numpy as np
 from llama_cpp._ggml import libggml
 from llama_cpp._internals import LlamaBatch, LlamaContext, LlamaModel
-from llama_cpp._logger import set_verbose
 
 from fmstack.core.errors import FmstackError, InvalidRequest
+from fmstack.engines.llamacpp import load_gguf
 
 GGML_MAX_DIMS, GGML_MAX_SRC, GGML_MAX_NAME, GGML_MAX_OP_PARAMS = 4, 10, 64, 64
 GGML_TYPE_F32 = 0
@@ -152,10 +152,9 @@ def importance_matrix(
 ) -> Importance:
     """Run the model over `text` in chunks of `chunk` tokens (each starting with BOS where the model uses one) and
     return each weight's mean squared input activation per column."""
-    set_verbose(False)  # llama.cpp logs every context it makes through a Python callback: errors only
     collector = _Collector()
     callback = llama_cpp.ggml_backend_sched_eval_callback(collector)  # referenced until the context is freed
-    model = LlamaModel(path_model=str(gguf), params=llama_cpp.llama_model_default_params(), verbose=False)
+    model = load_gguf(gguf)
     try:
         chunks = token_chunks(model, text, chunk, "--imatrix: the calibration text")
         params = llama_cpp.llama_context_default_params()

@@ -248,13 +248,12 @@ def _peak_rss_mb() -> float:
 
 def _quality(result: Measurement, path: Path, text: str, tokens: int, threads: int, ref: Path, save: bool) -> None:
     """Perplexity on the text; KL divergence and top-1 agreement against the reference's saved distributions."""
-    from llama_cpp._internals import LlamaBatch, LlamaContext, LlamaModel
-    from llama_cpp._logger import set_verbose
+    from llama_cpp._internals import LlamaBatch, LlamaContext
 
+    from fmstack.engines.llamacpp import load_gguf
     from fmstack.model.export.imatrix import token_chunks, window
 
-    set_verbose(False)
-    model = LlamaModel(path_model=str(path), params=llama_cpp.llama_model_default_params(), verbose=False)
+    model = load_gguf(path)
     try:
         chunks = token_chunks(model, text, CHUNK, "--text: the held-out text", tokens)
         params = llama_cpp.llama_context_default_params()
