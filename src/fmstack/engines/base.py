@@ -87,7 +87,8 @@ Event = Delta | Finish
 
 
 class Engine(ABC):
-    """A loaded model. Local engines put a `Scheduler` between callers and the model; remote ones do not."""
+    """A loaded model. Local engines put a `jobs.JobQueue` and a worker thread between callers and the model;
+    remote ones do not."""
 
     spec: ModelSpec
     scores_prompts = False  # whether it answers `prompt_logprobs` (the llama.cpp engine does)

@@ -9,6 +9,7 @@ import numpy as np
 
 from fmstack.core.errors import InvalidRequest
 from fmstack.core.registry import ModelSpec
+from fmstack.engines.compute import COMPUTE
 
 
 class EmbeddingEngine:
@@ -36,5 +37,11 @@ class EmbeddingEngine:
                         "Split it into shorter chunks.",
                         param="input",
                     )
-            vectors = self.model.encode(texts, batch_size=64, normalize_embeddings=True, convert_to_numpy=True)
+            vectors = COMPUTE.call(encode, self.model, texts)
         return vectors.astype(np.float32), sum(lengths)
+
+
+def encode(model, texts: list[str]) -> np.ndarray:
+    """Unit vectors from a sentence-transformers model. Run on the compute thread: torch shares llama.cpp's OpenMP
+    runtime (both load libgomp.so.1), so a torch team of its own would slow every llama.cpp model (compute.py)."""
+    return model.encode(texts, batch_size=64, normalize_embeddings=True, convert_to_numpy=True)

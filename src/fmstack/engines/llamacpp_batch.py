@@ -30,9 +30,9 @@ from fmstack.core.errors import EngineError
 from fmstack.engines.base import Delta, Event, Finish, GenerationRequest, Prepared
 from fmstack.engines.compute import COMPUTE
 from fmstack.engines.decoding import LogprobEntry, TextAssembler
+from fmstack.engines.jobs import END, Job, JobQueue, Outbox
 from fmstack.engines.prefix_cache import PrefixCache, Slot
 from fmstack.engines.sampling import Logprobs, SequenceSampler
-from fmstack.engines.scheduler import END, Job, JobQueue, Outbox
 from fmstack.engines.speculative import Drafter
 
 log = logging.getLogger(__name__)

@@ -25,6 +25,7 @@ import random
 import threading
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import torch
 import xgrammar as xgr
@@ -32,9 +33,10 @@ import xgrammar as xgr
 from fmstack.engines.base import Event, Finish, GenerationRequest, Prepared, TopLogprob
 from fmstack.engines.compute import COMPUTE
 from fmstack.engines.decoding import LogprobEntry, TextAssembler
-from fmstack.engines.scheduler import END, Job, JobQueue, Outbox
+from fmstack.engines.jobs import END, Job, JobQueue, Outbox
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 PREFILL_CHUNK = 256  # prompt tokens per step while other rows decode: their next token waits for the chunk
 
@@ -96,7 +98,10 @@ class Row:
     prefilled: int = 0  # prompt tokens in its cache
     cache: object = None  # its own KV cache while it is prefilled; None once in the batch
     generated: list[int] = field(default_factory=list)
-    emitted: str = ""  # text of `generated` already handed to the TextAssembler
+    # incremental detokenization (as in vLLM and TGI): the text of generated[shown:read] was handed on; decoding
+    # from `shown` keeps the tokens before the new ones as context (a word's leading space), not the whole answer
+    shown: int = 0
+    read: int = 0
 
     @property
     def prepared(self) -> Prepared:
@@ -227,8 +232,7 @@ class BatchRunner:
             end = len(prompt) if budget is None else min(len(prompt), row.prefilled + budget)
             chunk = prompt[row.prefilled : end]
             cache = row.cache if row.prefilled else self.model.new_cache()
-            with COMPUTE.turn():
-                logits, row.cache = self.model.forward(torch.tensor([chunk]), cache, None, None)
+            logits, row.cache = COMPUTE.call(_inference, self.model.forward, torch.tensor([chunk]), cache, None, None)
             row.prefilled = end
             if budget is not None:
                 budget -= len(chunk)
@@ -260,8 +264,7 @@ class BatchRunner:
         ids = torch.tensor([[r.tokens[-1]] for r in rows])
         positions = torch.tensor([[len(r.tokens) - 1] for r in rows])
         mask = torch.cat([self._mask, torch.ones(len(rows), 1, dtype=torch.long)], dim=1)
-        with COMPUTE.turn():
-            logits, self._cache = self.model.forward(ids, self._cache, mask, positions)
+        logits, self._cache = COMPUTE.call(_inference, self.model.forward, ids, self._cache, mask, positions)
         self._mask = mask
         reasons = self._sample(rows, logits)
         done = [r for r, reason in zip(rows, reasons, strict=True) if reason]
@@ -306,11 +309,7 @@ class BatchRunner:
             return "stop"
         row.generated.append(token)
         row.tokens.append(token)
-        text = self.model.decode(row.generated)
-        if text.endswith("\ufffd"):  # an incomplete UTF-8 character: wait for the next token
-            new = b""
-        else:
-            new, row.emitted = text[len(row.emitted) :].encode(), text
+        new = self._new_text(row)
         entry = self._logprob_entry(logp, token, row.prepared.request.top_logprobs) if logp is not None else None
         if (delta := row.text.push(new, entry)) is not None:
             self._out.put(row.job, delta)
@@ -319,6 +318,15 @@ class BatchRunner:
         if len(row.generated) >= row.prepared.max_tokens:
             return "length"
         return None
+
+    def _new_text(self, row: Row) -> bytes:
+        """The text the newest tokens add; nothing while they end in an incomplete UTF-8 character."""
+        before = self.model.decode(row.generated[row.shown : row.read])
+        text = self.model.decode(row.generated[row.shown :])
+        if len(text) <= len(before) or text.endswith("\ufffd"):
+            return b""
+        row.shown, row.read = row.read, len(row.generated)
+        return text[len(before) :].encode()
 
     def _logprob_entry(self, logp: torch.Tensor, token: int, top: int) -> LogprobEntry:
         values, indices = torch.topk(logp, top) if top else (torch.tensor([]), torch.tensor([], dtype=torch.long))
@@ -371,3 +379,10 @@ def _pad_left(t: torch.Tensor, n: int, dim: int = -1) -> torch.Tensor:
     shape = list(t.shape)
     shape[dim] = n
     return torch.cat([t.new_zeros(shape), t], dim=dim)
+
+
+def _inference(forward: Callable[..., T], *args) -> T:
+    """A forward pass as run on the compute thread (one OpenMP team for torch and llama.cpp: engines/compute.py),
+    in inference mode there too (the mode is per thread)."""
+    with torch.inference_mode():
+        return forward(*args)

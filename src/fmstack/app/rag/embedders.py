@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from fmstack.core.errors import InvalidRequest
+from fmstack.engines.compute import COMPUTE
+from fmstack.engines.embeddings import encode
 
 BACKENDS = ("sentence-transformers", "onnx-int8")
 DEFAULT_BACKEND = "sentence-transformers"
@@ -121,5 +123,5 @@ class TunedEmbedder:
 
     def embed(self, texts: list[str]) -> np.ndarray:
         with self._lock:
-            vectors = self.model.encode(texts, batch_size=64, normalize_embeddings=True, convert_to_numpy=True)
+            vectors = COMPUTE.call(encode, self.model, texts)
         return vectors.astype(np.float32)

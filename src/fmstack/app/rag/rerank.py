@@ -17,12 +17,14 @@ import asyncio
 import math
 import threading
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 from fmstack.app.rag.collections import index_dir
 from fmstack.core.errors import InvalidRequest
 from fmstack.core.store.schema import RagCollection
 from fmstack.engines.base import GenerationRequest
+from fmstack.engines.compute import COMPUTE
 from fmstack.gateway import CallContext, Gateway
 
 Scorer = Callable[[str, list[str]], list[float]]  # (question, passages) -> a relevance score per passage
@@ -95,7 +97,8 @@ class CrossEncoderScorer:
 
     def __call__(self, question: str, passages: list[str]) -> list[float]:
         with self._lock:
-            scores = self.model.predict([(question, p) for p in passages], batch_size=32, convert_to_numpy=True)
+            pairs = [(question, p) for p in passages]  # torch on the compute thread (engines/compute.py)
+            scores = COMPUTE.call(partial(self.model.predict, pairs, batch_size=32, convert_to_numpy=True))
         return [float(s) for s in scores]
 
 

@@ -1,9 +1,9 @@
 """Between callers and a local model: a bounded queue of jobs, each read back as an async stream of events.
 
-A worker thread owns the model; callers never touch it. `JobQueue` is the hand-over every worker shares:
-`Scheduler` below decodes one sequence at a time, `llamacpp_batch.BatchRunner` and `transformers_batch.BatchRunner`
-step many at once (batching). A bounded queue turns overload into an immediate `QueueFull` (HTTP 429)
-instead of unbounded waiting, and closing a stream (a client gone, a timeout) cancels its job.
+A worker thread owns the model; callers never touch it. `JobQueue` is the hand-over both workers share
+(`llamacpp_batch.BatchRunner` and `transformers_batch.BatchRunner`, which step many jobs at once) and `Outbox` the
+way back. A bounded queue turns overload into an immediate `QueueFull` (HTTP 429) instead of unbounded waiting,
+and closing a stream (a client gone, a timeout) cancels its job.
 """
 
 from __future__ import annotations
@@ -12,14 +12,12 @@ import asyncio
 import contextlib
 import queue
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from fmstack.core.errors import QueueFull
 from fmstack.engines.base import Event, Prepared
-from fmstack.engines.compute import COMPUTE
 
-Generate = Callable[[Prepared, threading.Event], Iterator[Event]]
 END = object()  # the last item of every job's stream
 
 
@@ -78,7 +76,7 @@ class JobQueue:
             self._waiting += 1
         job = Job(prepared, asyncio.get_running_loop())
         self._jobs.put(job)
-        return _read(job)
+        return _Stream(job)
 
     def get(self, block: bool) -> Job | None:
         """The next job not cancelled while it waited; None once closed. Raises `queue.Empty` when not blocking
@@ -96,6 +94,25 @@ class JobQueue:
         self._jobs.put(None)
 
 
+class _Stream:
+    """A job's events, read by its caller. Closing it cancels the job, also before its first event was read (an
+    async generator that never started skips its `finally`, so a job closed while it waited would still run)."""
+
+    def __init__(self, job: Job):
+        self._job = job
+        self._events = _read(job)
+
+    def __aiter__(self) -> _Stream:
+        return self
+
+    async def __anext__(self) -> Event:
+        return await anext(self._events)
+
+    async def aclose(self) -> None:
+        self._job.cancel.set()
+        await self._events.aclose()
+
+
 async def _read(job: Job) -> AsyncIterator[Event]:
     try:
         while (item := await job.out.get()) is not END:
@@ -104,46 +121,3 @@ async def _read(job: Job) -> AsyncIterator[Event]:
             yield item
     finally:
         job.cancel.set()  # the reader is gone: the worker drops the job at its next step
-
-
-class Scheduler:
-    """Runs `generate` for one request at a time on a worker thread, taking a compute turn per token."""
-
-    def __init__(self, name: str, generate: Generate, max_queue: int):
-        self.name = name
-        self._generate = generate
-        self.jobs = JobQueue(name, max_queue)
-        self._thread = threading.Thread(target=self._run, name=f"fmstack-{name}", daemon=True)
-        self._thread.start()
-
-    @property
-    def max_queue(self) -> int:
-        return self.jobs.max_queue
-
-    @property
-    def waiting(self) -> int:
-        return self.jobs.waiting
-
-    def submit(self, prepared: Prepared) -> AsyncIterator[Event]:
-        return self.jobs.submit(prepared)
-
-    def _run(self) -> None:
-        while (job := self.jobs.get(block=True)) is not None:
-            out = Outbox()
-            try:
-                with contextlib.closing(self._generate(job.prepared, job.cancel)) as events:
-                    while not job.cancel.is_set():
-                        with COMPUTE.turn():
-                            event = next(events, END)
-                        if event is END:
-                            break
-                        out.put(job, event)
-                        out.flush()
-            except Exception as exc:  # handed to the caller, who records it on the trace
-                out.put(job, exc)
-            out.put(job, END)
-            out.flush()
-
-    def close(self) -> None:
-        self.jobs.close()
-        self._thread.join(timeout=30)
