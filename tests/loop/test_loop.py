@@ -214,3 +214,19 @@ def test_a_killed_run_says_where_it_stopped_and_resumes_from_there(home, monkeyp
     assert any(line.startswith(f"loop: resuming loop {first.id}") for line in lines)
     with pytest.raises(Exception, match="no interrupted or failed loop"):
         run_loop("tiny", None, config, settings, sessions, report, resume=True)
+
+
+def test_two_loops_of_one_app_started_at_once_cannot_both_run(home):
+    """The check before a start reads the store before either run exists; the store's unique index on running rows
+    refuses the second insert, whichever order the two processes reach it in."""
+    from fmstack.core.errors import FmstackError
+
+    sessions = open_store(Settings(home=home))
+    runs = LoopRuns(sessions)
+    first = runs.start("shop", TEST_MODEL, None, {}, str(home))
+    with pytest.raises(FmstackError, match="another loop of 'shop'"):
+        runs.start("shop", TEST_MODEL, None, {}, str(home))
+    assert [r.id for r in runs.list("shop")] == [first.id]  # nothing half-written
+    runs.start("other-app", TEST_MODEL, None, {}, str(home))  # other apps are not held up
+    runs.finish(first.id, "done", "ab", None)
+    assert runs.start("shop", TEST_MODEL, None, {}, str(home)).id > first.id

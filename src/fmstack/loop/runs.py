@@ -11,11 +11,14 @@ from __future__ import annotations
 import os
 import re
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import sessionmaker
 
 from fmstack.core.errors import FmstackError, NotFound
@@ -86,8 +89,9 @@ class LoopRuns:
         self.sessions = sessions
 
     def start(self, app: str, base: str, since: datetime | None, config: dict, workdir_root: str) -> RunInfo:
-        """A new running row; its workdir is named after its id."""
-        with self.sessions.begin() as session:
+        """A new running row; its workdir is named after its id. The store holds one running row per app, so of two
+        loops started at once one is refused here, whatever the checks before saw."""
+        with _one_running(app), self.sessions.begin() as session:
             row = LoopRun(app=app, base=base, since=since, status="running", step="data", workdir="",
                           config=config, steps={}, pid=os.getpid(), host=socket.gethostname())  # fmt: skip
             session.add(row)
@@ -127,7 +131,9 @@ class LoopRuns:
 
     def claim(self, run_id: int) -> RunInfo:
         """Take over an interrupted or failed run to resume it in this process."""
-        with self.sessions.begin() as session:
+        with self.sessions() as session:
+            app = session.get(LoopRun, run_id).app
+        with _one_running(app), self.sessions.begin() as session:
             row = session.get(LoopRun, run_id, with_for_update=True)
             if row.status == "running" and _alive(row):
                 raise FmstackError(f"run: loop {run_id} of '{row.app}' is running (pid {row.pid}); wait for it.")
@@ -156,3 +162,14 @@ class LoopRuns:
             row.status, row.step, row.reason = status, step, reason
             row.finished_at = row.updated_at = utcnow()
             return RunInfo.of(row)
+
+
+@contextmanager
+def _one_running(app: str) -> Iterator[None]:
+    """A second running row of `app` (the store's unique index, migration 0013) as the user's error."""
+    try:
+        yield
+    except IntegrityError:
+        raise FmstackError(
+            f"another loop of '{app}' started at the same moment and is running; `fmstack loop list {app}` shows it."
+        ) from None

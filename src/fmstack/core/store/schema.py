@@ -489,3 +489,13 @@ class LoopRun(Base):
     reason: Mapped[str | None] = mapped_column(Text)  # why it stopped (the gate's scores, an error)
     pid: Mapped[int | None] = mapped_column(Integer)  # the process running it: a dead one means interrupted
     host: Mapped[str | None] = mapped_column(String(200))
+
+
+# One running loop per app, whoever starts it: two `fmstack loop run` at once cannot both hold a running row (0013).
+Index(
+    "ux_loop_runs_running",
+    LoopRun.app,
+    unique=True,
+    sqlite_where=LoopRun.status == "running",
+    postgresql_where=LoopRun.status == "running",
+)
