@@ -60,7 +60,7 @@ def ingest(
     by: str = typer.Option("tokens", "--by", help="tokens (fixed windows) or structure (headings, paragraphs)."),
     text_field: str = typer.Option("text", "--text-field", help="The field holding the text in JSONL files."),
     backend: str = typer.Option(
-        None, "--backend", help="How a new collection's vectors are made: sentence-transformers or onnx-int8 (~3x)."
+        None, "--backend", help="How a new collection's vectors are made: sentence-transformers or onnx-int8 (~2.5x)."
     ),
     contextual: bool = typer.Option(
         False, "--contextual", help="Start every chunk's heading path with its document's title (embedded, indexed)."

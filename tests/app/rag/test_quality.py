@@ -53,7 +53,7 @@ def test_onnx_int8_vectors_agree_with_sentence_transformers_and_backends_never_m
     onnx = rag.embedder(EmbedderSpec(rag.embedding_model, "onnx-int8"))(texts)
     torch = rag.embed(texts)
     assert onnx.shape == torch.shape and np.allclose(np.linalg.norm(onnx, axis=1), 1, atol=1e-4)
-    assert (np.sum(onnx * torch, axis=1) > 0.99).all()
+    assert (np.sum(onnx * torch, axis=1) > 0.98).all()
 
     rag.ingest(home / "docs", "fast", ChunkConfig(chunk_tokens=120, by="structure"), backend="onnx-int8")
     assert rag.collection("fast").embedding_backend == "onnx-int8"

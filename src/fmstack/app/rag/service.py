@@ -96,7 +96,9 @@ class Rag:
                     self._embedders[spec] = TunedEmbedder(Path(spec.path)).embed
                 else:
                     limit = self.max_chunk_tokens() + 2 + HEADING_ROOM
-                    self._embedders[spec] = OnnxEmbedder(self.model_dir(), limit, self.settings.threads).embed
+                    self._embedders[spec] = OnnxEmbedder(
+                        self.model_dir(), self.settings.models_dir / "onnx-int8", limit, self.settings.threads
+                    ).embed
             return self._embedders[spec]
 
     def scorer(self, rerank: str, collection: RagCollection, model: str | None = None) -> Scorer | None:
