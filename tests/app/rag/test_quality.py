@@ -77,8 +77,8 @@ def test_contextual_chunks_put_the_title_in_the_indexed_heading_path(docs):
 
 
 def test_threshold_choice_sits_in_the_widest_gap():
-    assert choose_threshold([0.6, 0.7, 0.8], [0.2, 0.3, 0.4]) == 0.5
-    assert choose_threshold([0.45, 0.7], [0.2, 0.5]) == 0.325  # two best intervals: the middle of the wider
+    assert choose_threshold([0.6, 0.7, 0.8], [0.2, 0.3, 0.4]) == 0.45  # a quarter up the gap: nearer "I don't know"
+    assert choose_threshold([0.45, 0.7], [0.2, 0.5]) == 0.2625  # two best intervals: in the wider
     assert yes_probability([(" yes", np.log(0.6)), ("No", np.log(0.2))]) == pytest.approx(0.75)
     assert yes_probability([("maybe", -0.1)]) is None
 
