@@ -19,12 +19,13 @@
    question articles and 10 others) and the docstrings of 36 Python standard-library modules
    (examples/rag/make_stdlib_corpus.py, stdlib_questions.yaml). Recall@k, MRR@10, p50/p95 search latency and the
    answerable/unanswerable split for: keyword, vector, hybrid; the int8 ONNX backend (and its chunks/s against
-   sentence-transformers'); contextual chunks; LLM reranking (SmolLM2, 20 candidates); the calibrated threshold;
-   the tuned embedding model; the tuned cross-encoder. Writes results/rag-quality.json and the calibration curves.
+   sentence-transformers'); contextual chunks; LLM reranking (SmolLM2, 20 candidates); query expansion by a
+   hypothetical answer (HyDE, written by Qwen2.5-0.5B and by SmolLM2); the calibrated threshold; the tuned embedding
+   model; the tuned cross-encoder. Writes results/rag-quality-stdlib-wiki.json and the calibration curves.
 
     .venv/bin/python benchmarks/rag.py             # everything, ~30 min on 2 cores
     .venv/bin/python benchmarks/rag.py --quick     # smoke: 10 articles, 20k vectors (~2 min)
-    .venv/bin/python benchmarks/rag.py --quality   # section 5 alone (~1 h on 2 cores)
+    .venv/bin/python benchmarks/rag.py --quality   # section 5 alone (~1.5 h on 2 cores)
 
 Writes results/rag.json and results/rag.png.
 """
@@ -388,7 +389,8 @@ def quality(
     rerank_questions: int,
 ) -> dict:
     """Every option on both corpora: retrieval modes, contextual chunks, the int8 ONNX backend (chunks/s and recall),
-    LLM and cross-encoder reranking (MRR, latency), calibration and tuning, against hand-written question sets."""
+    LLM and cross-encoder reranking (MRR, latency), query expansion (HyDE), calibration and tuning, against
+    hand-written question sets."""
     os.environ["FMSTACK_HOME"] = str(work / "home-quality")
     from fmstack.app.rag import ChunkConfig, Rag
     from fmstack.app.rag.calibrate import calibrate
@@ -437,6 +439,9 @@ def quality(
             save(corpus, f"hybrid+llm rerank ({chat_model}, {len(sample)} questions)",
                  _timed_eval(rag, corpus, sample, rerank="llm", rerank_model=chat_model))  # fmt: skip
             save(corpus, f"hybrid, the same {len(sample)} questions", _timed_eval(rag, corpus, sample))
+        for model in dict.fromkeys((writer_model, chat_model)):  # query expansion: what the writer model buys
+            expanded = _timed_eval(rag, corpus, questions, expand="hyde", expand_model=model)
+            save(corpus, f"hybrid+hyde ({model})", expanded)
         t0 = time.perf_counter()
         plot = out.parent / f"rag-calibration-{corpus}.png"
         cal = calibrate(rag, gateway, corpus, writer_model, samples=40, plot=plot)

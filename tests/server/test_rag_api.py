@@ -117,6 +117,8 @@ def test_errors_are_openai_style_and_traced(server, collection):
     assert "No collection named 'no-such-collection'" in error["message"] and error["code"] == "collection_not_found"
     r = httpx.post(f"{server.base}/v1/rag/{collection}/chat/completions", json=body | {"top_k": 0}, timeout=30)
     assert r.status_code == 400 and "top_k" in r.json()["error"]["message"]
+    r = httpx.post(f"{server.base}/v1/rag/{collection}/chat/completions", json=body | {"expand": "magic"}, timeout=30)
+    assert r.status_code == 400 and r.json()["error"]["param"] == "expand"
     traces = httpx.get(f"{server.base}/api/traces", params={"status": "error"}, timeout=10).json()["data"]
     assert any(t["endpoint"] == "rag.chat.completions" and t["status_code"] == 404 for t in traces)
 
@@ -129,6 +131,14 @@ def test_search_endpoint(server, collection):
     )
     assert r.status_code == 200
     assert [h["source"] for h in r.json()["data"]] == ["manuals/support.md"]
+
+
+def test_search_with_a_hypothetical_answer_traces_its_writing(server, collection):
+    body = {"query": "How long is the heating element covered?", "top_k": 2, "expand": "hyde", "expand_model": MODEL}
+    r = httpx.post(f"{server.base}/v1/rag/{collection}/search", json=body, timeout=120)
+    assert r.status_code == 200 and len(r.json()["data"]) == 2
+    traces = httpx.get(f"{server.base}/api/traces", params={"app": "fmstack-rag"}, timeout=10).json()["data"]
+    assert any(t["endpoint"] == "rag.expand" and t["model"] == MODEL and t["status"] == "ok" for t in traces)
 
 
 def test_a_document_with_a_prompt_injection_is_not_obeyed(server, collection):

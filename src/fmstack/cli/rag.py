@@ -19,6 +19,8 @@ if TYPE_CHECKING:
 
 APP = "fmstack-rag"
 RERANK_HELP = "none, similarity, mmr, llm (the chat model judges each passage) or cross-encoder (see `rag tune`)."
+EXPAND_HELP = "none, or hyde: the chat model writes a hypothetical answer and retrieval searches with it too."
+EXPAND_MODEL_HELP = "Chat model of --expand hyde (default: the default)."
 
 rag_app = command_group(
     "Retrieval-augmented generation: ingest documents, then ask questions answered with citations.\n\n"
@@ -157,6 +159,8 @@ def search(
     meta: list[str] = typer.Option(None, "--meta", help="Only documents with this field value: KEY=VALUE."),
     rerank: str = typer.Option("none", help=RERANK_HELP),
     rerank_model: str = typer.Option(None, "--rerank-model", help="Chat model of --rerank llm (default: the default)."),
+    expand: str = typer.Option("none", help=EXPAND_HELP),
+    expand_model: str = typer.Option(None, "--expand-model", help=EXPAND_MODEL_HELP),
     as_json: bool = JSON,
 ) -> None:
     """Show the chunks retrieval finds (keyword + vector, fused), with scores and positions.
@@ -164,8 +168,9 @@ def search(
     Example: fmstack rag search "first step on the Moon" --collection wiki --top-k 5
     """
     rag = _rag()
+    options = {"rerank_model": rerank_model, "expand": expand, "expand_model": expand_model}
     try:
-        hits = rag.search(collection, query, top_k, _filters(source, meta), rerank, rerank_model=rerank_model)
+        hits = rag.search(collection, query, top_k, _filters(source, meta), rerank, **options)
     finally:
         rag.close()
     show_rows(hits, HIT_COLUMNS, as_json, numbered=True)
@@ -181,6 +186,8 @@ def ask(
     meta: list[str] = typer.Option(None, "--meta", help="Only documents with this field value: KEY=VALUE."),
     rerank: str = typer.Option("none", help=RERANK_HELP),
     rerank_model: str = typer.Option(None, "--rerank-model", help="Chat model of --rerank llm (default: the default)."),
+    expand: str = typer.Option("none", help=EXPAND_HELP),
+    expand_model: str = typer.Option(None, "--expand-model", help=EXPAND_MODEL_HELP),
     max_tokens: int = typer.Option(256, "--max-tokens", help="Longest answer, in tokens."),
     url: str = typer.Option(
         None, "--url", help="A running fmstack server (e.g. http://127.0.0.1:8000) instead of one in this process."
@@ -197,7 +204,7 @@ def ask(
     model = model or settings.default_model
     filters = _filters(source, meta)
     if url is None:
-        how = Retrieval(top_k, filters, rerank, rerank_model=rerank_model)
+        how = Retrieval(top_k, filters, rerank, rerank_model=rerank_model, expand=expand, expand_model=expand_model)
         sources = _ask_here(settings, collection, model, question, max_tokens, how)
     else:
         body = {
@@ -209,6 +216,8 @@ def ask(
             "top_k": top_k,
             "rerank": rerank,
             "rerank_model": rerank_model,
+            "expand": expand,
+            "expand_model": expand_model,
         }
         if filters:
             body["filters"] = {"source": filters.source, "metadata": filters.metadata}
@@ -264,6 +273,8 @@ def evaluate(
     k: int = typer.Option(10, "-k", help="Depth for recall@k and MRR."),
     rerank: str = typer.Option("none", help=RERANK_HELP),
     rerank_model: str = typer.Option(None, "--rerank-model", help="Chat model of --rerank llm (default: the default)."),
+    expand: str = typer.Option("none", help=EXPAND_HELP),
+    expand_model: str = typer.Option(None, "--expand-model", help=EXPAND_MODEL_HELP),
     output: Path = typer.Option(None, "--output", "-o", help="Write the results as JSON here."),
     cases: Path = typer.Option(
         None, "--cases", help="Also write eval-suite cases (grounded prompts + retrieved context) as JSONL here."
@@ -283,7 +294,8 @@ def evaluate(
     try:
         items = load_questions(questions)
         with console.status(f"retrieving for {len(items)} questions"):
-            result = run(rag, collection, items, k, rerank, mode, rerank_model=rerank_model)
+            options = {"rerank_model": rerank_model, "expand": expand, "expand_model": expand_model}
+            result = run(rag, collection, items, k, rerank, mode, **options)
     finally:
         rag.close()
     console.print(f"collection [bold]{collection}[/], {mode} retrieval")

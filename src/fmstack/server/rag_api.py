@@ -1,16 +1,17 @@
 """RAG over HTTP: list collections, search one, and chat completions grounded in it.
 
 `POST /v1/rag/{collection}/chat/completions` takes a normal chat-completions body (plus `top_k`, `filters`,
-`rerank`, `rerank_model`, and `min_similarity`, the collection's calibrated threshold when not given) and answers
-like /v1/chat/completions — the same engine path, streaming, errors and trace — with a `sources` array: in the
-JSON response, and as the last SSE chunk before `data: [DONE]`. The trace records the retrieved chunks in
-`retrieval`.
+`rerank`, `rerank_model`, `expand`, `expand_model` and `min_similarity`, the collection's calibrated threshold when
+not given) and answers like /v1/chat/completions — the same engine path, streaming, errors and trace — with a
+`sources` array: in the JSON response, and as the last SSE chunk before `data: [DONE]`. The trace records the
+retrieved chunks in `retrieval`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
+from functools import partial
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -41,6 +42,8 @@ class RetrievalOptions(BaseModel):
     filters: FilterSpec | None = None
     rerank: str = Field("none", description="none | similarity | mmr | llm | cross-encoder")
     rerank_model: str | None = Field(None, description="chat model of rerank=llm (default: FMSTACK_DEFAULT_MODEL)")
+    expand: str = Field("none", description="none | hyde: search with a hypothetical answer the chat model writes")
+    expand_model: str | None = Field(None, description="chat model of expand=hyde (default: FMSTACK_DEFAULT_MODEL)")
     min_similarity: float | None = Field(
         None, ge=-1, le=1, description="below it a chunk is not relevant (default: the collection's calibrated one)"
     )
@@ -77,8 +80,9 @@ async def search(collection: str, body: SearchRequest, request: Request) -> dict
     """The chunks retrieval finds for `query`, best first, with their scores and positions."""
     rag = get_rag(request)
     filters = body.filters.to_filters() if body.filters else None
+    options = {"rerank_model": body.rerank_model, "expand": body.expand, "expand_model": body.expand_model}
     hits = await asyncio.to_thread(
-        rag.search, collection, body.query, body.top_k, filters, body.rerank, rerank_model=body.rerank_model
+        partial(rag.search, **options), collection, body.query, body.top_k, filters, body.rerank
     )
     return {"object": "list", "collection": collection, "data": [h.as_dict() for h in hits]}
 
@@ -94,7 +98,9 @@ async def chat_completions(collection: str, body: RagChatRequest, request: Reque
             raise InvalidRequest("A RAG answer has one choice: send n = 1.", param="n")
         generation = body.to_generation()
         filters = body.filters.to_filters() if body.filters else None
-        how = Retrieval(body.top_k, filters, body.rerank, body.min_similarity, body.rerank_model)
+        how = Retrieval(
+            body.top_k, filters, body.rerank, body.min_similarity, body.rerank_model, body.expand, body.expand_model
+        )
     except Exception as exc:
         call.fail(exc)
         raise

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
+from functools import partial
 
 from fmstack.app.rag.answer import ground, i_dont_know, question_of
 from fmstack.app.rag.retrieve import Filters
@@ -28,6 +29,8 @@ class Retrieval:
     rerank: str = "none"
     min_similarity: float | None = None  # None: the collection's calibrated threshold, else MIN_SIMILARITY
     rerank_model: str | None = None  # the chat model of `rerank="llm"` (default: FMSTACK_DEFAULT_MODEL)
+    expand: str = "none"  # "hyde": search with a hypothetical answer too (fmstack.app.rag.expand)
+    expand_model: str | None = None  # the chat model that writes it (default: FMSTACK_DEFAULT_MODEL)
 
 
 @dataclass
@@ -50,9 +53,8 @@ async def rag_chat(
         threshold = how.min_similarity
         if threshold is None:
             threshold = await asyncio.to_thread(rag.threshold, collection)
-        hits = await asyncio.to_thread(
-            rag.search, collection, question, how.top_k, how.filters, how.rerank, rerank_model=how.rerank_model
-        )
+        search = partial(rag.search, rerank_model=how.rerank_model, expand=how.expand, expand_model=how.expand_model)
+        hits = await asyncio.to_thread(search, collection, question, how.top_k, how.filters, how.rerank)
         grounding = ground(messages, hits, threshold)
     except Exception as exc:
         call.fail(exc)
@@ -62,6 +64,7 @@ async def rag_chat(
         "query": question,
         "top_k": how.top_k,
         "rerank": how.rerank,
+        "expand": how.expand,
         "filters": {"source": how.filters.source, "metadata": how.filters.metadata} if how.filters else None,
         "min_similarity": threshold,
         "answered": grounding.answerable,

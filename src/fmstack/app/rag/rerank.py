@@ -121,9 +121,7 @@ def forget_cross_encoder(path: Path) -> None:
 def make_scorer(rag, rerank: str, collection: RagCollection, model: str | None) -> Scorer | None:
     """The scorer for a model-based `rerank`, None for the others."""
     if rerank == "llm":
-        if rag.gateway is None:
-            rag.gateway = Gateway(rag.settings, rag.sessions, rag.pool)
-        return LlmScorer(rag.gateway, model or rag.settings.default_model)
+        return LlmScorer(rag.chat_gateway(), model or rag.settings.default_model)
     if rerank == "cross-encoder":
         path = str(cross_encoder_path(rag, collection))
         with _LOCK:

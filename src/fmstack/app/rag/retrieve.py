@@ -23,6 +23,7 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from fmstack.app.rag.expand import Expanded
 from fmstack.app.rag.index import Index
 from fmstack.app.rag.keyword import keyword_search
 from fmstack.core.errors import InvalidRequest
@@ -187,11 +188,14 @@ def hybrid_search(
     candidates: int,
     mode: str,
     scorer: Callable[[str, list[str]], list[float]] | None = None,
+    expanded: Expanded | None = None,
 ) -> list[Hit]:
     """The `top_k` best chunks for `query` (embedded as `vector`): `candidates` from each retriever `mode` uses,
     fused by RRF, read back from the store (a chunk deleted since the index was saved drops out), reranked (by
-    `scorer` for the model-based rerankers)."""
-    vector_rank, keyword_rank = _candidates(session, collection_id, index, query, vector, filters, candidates)
+    `scorer` for the model-based rerankers). With `expanded` the retrievers look for the question and its
+    hypothetical answer; similarities and rerankers still read the question alone."""
+    text, look_for = (expanded.text, expanded.vector) if expanded else (query, vector)
+    vector_rank, keyword_rank = _candidates(session, collection_id, index, text, look_for, filters, candidates)
     rankings = {"hybrid": [vector_rank, keyword_rank], "vector": [vector_rank], "keyword": [keyword_rank]}
     fused = rrf([list(r) for r in rankings[mode]])
     order = sorted(fused, key=lambda i: (-fused[i], i))[:candidates]

@@ -19,6 +19,7 @@ from fmstack.app.rag.answer import MIN_SIMILARITY
 from fmstack.app.rag.chunking import ChunkConfig, Tokenizer
 from fmstack.app.rag.collections import delete_collection, get_collection, list_collections, spec_of
 from fmstack.app.rag.embedders import DEFAULT_BACKEND, EmbedderSpec, OnnxEmbedder, TunedEmbedder
+from fmstack.app.rag.expand import check_expand, expand_query
 from fmstack.app.rag.index import Index, VectorIndex
 from fmstack.app.rag.index_cache import IndexCache
 from fmstack.app.rag.ingest import Ingestor, IngestReport, Progress
@@ -42,7 +43,7 @@ class Rag:
         self.sessions = sessions
         self.settings = settings
         self.pool = pool
-        self.gateway = gateway  # for the model-based rerankers (`rerank="llm"`); made on first need without one
+        self.gateway = gateway  # for the chat-model steps (`rerank="llm"`, `expand="hyde"`): `chat_gateway()`
         self.embedding_model = settings.embedding_model
         self._tokenizer: Tokenizer | None = None
         self._embedders: dict[EmbedderSpec, Callable[[list[str]], np.ndarray]] = {}
@@ -100,6 +101,12 @@ class Rag:
                         self.model_dir(), self.settings.models_dir / "onnx-int8", limit, self.settings.threads
                     ).embed
             return self._embedders[spec]
+
+    def chat_gateway(self) -> Gateway:
+        """The gateway the chat-model steps (LLM reranking, query expansion) call, made on first need."""
+        if self.gateway is None:
+            self.gateway = Gateway(self.settings, self.sessions, self.pool)
+        return self.gateway
 
     def scorer(self, rerank: str, collection: RagCollection, model: str | None = None) -> Scorer | None:
         """What scores (question, passage) pairs for a model-based reranker; None for the others."""
@@ -172,16 +179,25 @@ class Rag:
         mode: str = "hybrid",
         rerank_model: str | None = None,
         index: Index | None = None,
+        expand: str | None = None,
+        expand_model: str | None = None,
     ) -> list[Hit]:
         """The `top_k` best chunks for `query`: hybrid (bm25 + vectors, RRF), filtered, optionally reranked.
         `mode` "vector" or "keyword" uses one retriever alone (to measure what fusion adds). `embed` and `index`
-        replace the collection's own (to verify an index version before switching to it)."""
+        replace the collection's own (to verify an index version before switching to it). `expand="hyde"` searches
+        with a hypothetical answer written by `expand_model` (`fmstack.app.rag.expand`)."""
         check_search(query, top_k, mode)
         rerank = check_rerank(rerank)
+        expand = check_expand(expand)
         with self.sessions() as s:
             col = get_collection(s, collection)
             scorer = self.scorer(rerank, col, rerank_model)
-            vector = (embed or self.embedder(spec_of(col)))([query])[0]
+            embed = embed or self.embedder(spec_of(col))
+            vector = embed([query])[0]
+            expanded = None
+            if expand == "hyde":
+                model = expand_model or self.settings.default_model
+                expanded = expand_query(self.chat_gateway(), model, query, vector, embed)
             return hybrid_search(
                 s,
                 col.id,
@@ -194,4 +210,5 @@ class Rag:
                 candidates=max(candidates, top_k),
                 mode=mode,
                 scorer=scorer,
+                expanded=expanded,
             )
