@@ -15,9 +15,10 @@ import pytest
 
 CHROMIUM = "/usr/bin/chromium"
 TEST_MODEL = "smollm2-135m-instruct"
-# logit_bias that bans SmolLM2's end-of-generation tokens (<|endoftext|> 0, <|im_end|> 2; checked in
-# tests/engines/test_transformers.py), so a generation runs to max_tokens whatever it samples.
-NO_END = {"0": -100, "2": -100}
+# logit_bias that bans SmolLM2's end-of-generation tokens (<|endoftext|> 0, <|im_end|> 2, and <reponame> 4, which
+# llama.cpp also ends on; checked in tests/engines/test_transformers.py and test_llamacpp_batch.py), so a
+# generation runs to max_tokens whatever it samples.
+NO_END = {"0": -100, "2": -100, "4": -100}
 # Same weights as TEST_MODEL with prices set, so cost accounting shows in traces and metrics.
 USER_REGISTRY = """
 [models."smollm2-priced"]

@@ -52,6 +52,16 @@ def engine():
     e.close()
 
 
+def test_the_tests_end_ban_covers_every_token_llama_cpp_ends_on():
+    """Tests that must run to max_tokens ban the end tokens. llama.cpp ends on any end-of-generation id; one left
+    out (<reponame>) let a sampled story end on its own in a disconnect test, which then read `ok`, not `cancelled`."""
+    s = get_settings()
+    model = llama_cpp.Llama(str(Registry(s).get(TEST_MODEL).local_path(s)), vocab_only=True, verbose=False)
+    vocab = llama_cpp.llama_model_get_vocab(model._model.model)
+    ends = {i for i in range(model.n_vocab()) if llama_cpp.llama_vocab_is_eog(vocab, i)}
+    assert ends and ends <= set(BAN_END)
+
+
 def near_tie_or_equal(a: Result, b: Result) -> str | None:
     """None when both runs chose the same tokens, or when they part at a near tie; else why not."""
     ta, tb = [e[0].token for e in a.logprobs], [e[0].token for e in b.logprobs]
