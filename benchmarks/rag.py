@@ -26,6 +26,7 @@
     .venv/bin/python benchmarks/rag.py             # everything, ~30 min on 2 cores
     .venv/bin/python benchmarks/rag.py --quick     # smoke: 10 articles, 20k vectors (~2 min)
     .venv/bin/python benchmarks/rag.py --quality   # section 5 alone (~1.5 h on 2 cores)
+    .venv/bin/python benchmarks/rag.py --quality --only hyde   # some of its rows, merged into the last run's
 
 Writes results/rag.json and results/rag.png.
 """
@@ -283,6 +284,7 @@ def candidates(real: np.ndarray, n: int) -> list[dict]:
 
 # ---------------------------------------------------------------------------------------------- retrieval quality
 
+SECTIONS = ("speed", "modes", "contextual", "rerank", "hyde", "tune")  # --only: rows of the quality run
 STDLIB_QUESTIONS = HERE.parent / "examples" / "rag" / "stdlib_questions.yaml"
 WIKI_DISTRACTORS = 10  # articles without a question, beside the 30 that have one
 
@@ -387,6 +389,7 @@ def quality(
     result: dict,
     corpora: list[str],
     rerank_questions: int,
+    sections: tuple[str, ...] = SECTIONS,
 ) -> dict:
     """Every option on both corpora: retrieval modes, contextual chunks, the int8 ONNX backend (chunks/s and recall),
     LLM and cross-encoder reranking (MRR, latency), query expansion (HyDE), calibration and tuning, against
@@ -403,6 +406,9 @@ def quality(
     gateway = Gateway.open(settings)
     rag = Rag(gateway.sessions, settings, gateway.pool, gateway)
     section = result.setdefault("quality", {"chat_model": chat_model, "writer_model": writer_model})
+    if sections != SECTIONS:  # a partial run updates those rows of the last whole one
+        machine = result.pop("partial_machine", result["machine"])
+        section.setdefault("partial_runs", []).append(machine | {"sections": list(sections)})
 
     def save(corpus: str, key: str, value) -> None:
         section.setdefault(corpus, {})[key] = value
@@ -414,34 +420,36 @@ def quality(
             continue
         questions = load_questions(qpath)
         config = ChunkConfig(chunk_tokens=200, overlap=40) if corpus == "wiki" else ChunkConfig(160, 0, "structure")
-        reports = {}
-        for name, backend in ((corpus, None), (f"{corpus}-onnx", "onnx-int8")):
-            reports[name] = rag.ingest(folder, name, config, backend=backend)
-        changed = _contextual_changes(rag, folder, config)
-        if changed:  # a collection of contextual chunks, where they differ from the plain ones
-            rag.ingest(folder, f"{corpus}-ctx", ChunkConfig(config.chunk_tokens, config.overlap, config.by, True))
-        st, onnx = reports[corpus], reports[f"{corpus}-onnx"]
-        save(corpus, "ingest", {
-            "documents": st.files, "chunks": st.chunks_total,
-            "sentence_transformers_chunks_per_s": st.chunks_embedded / st.embed_seconds,
-            "onnx_int8_chunks_per_s": onnx.chunks_embedded / onnx.embed_seconds,
-            "speedup": (onnx.chunks_embedded / onnx.embed_seconds) / (st.chunks_embedded / st.embed_seconds),
-            "contextual_chunks_changed": changed,
-        })  # fmt: skip
-        save(corpus, "embedding_speed", _embedding_speed(rag, corpus))
-        for mode in ("keyword", "vector", "hybrid"):
-            save(corpus, mode, _timed_eval(rag, corpus, questions, mode=mode))
-        save(corpus, "hybrid+onnx-int8", _timed_eval(rag, f"{corpus}-onnx", questions))
-        if changed:
-            save(corpus, "hybrid+contextual", _timed_eval(rag, f"{corpus}-ctx", questions))
-        if rerank_questions:  # 20 chat-model calls a question: a sample of the answerable ones
+        st = rag.ingest(folder, corpus, config)
+        if "speed" in sections:
+            onnx = rag.ingest(folder, f"{corpus}-onnx", config, backend="onnx-int8")
+            save(corpus, "ingest", {
+                "documents": st.files, "chunks": st.chunks_total,
+                "sentence_transformers_chunks_per_s": st.chunks_embedded / st.embed_seconds,
+                "onnx_int8_chunks_per_s": onnx.chunks_embedded / onnx.embed_seconds,
+                "speedup": (onnx.chunks_embedded / onnx.embed_seconds) / (st.chunks_embedded / st.embed_seconds),
+            })  # fmt: skip
+            save(corpus, "embedding_speed", _embedding_speed(rag, corpus))
+            save(corpus, "hybrid+onnx-int8", _timed_eval(rag, f"{corpus}-onnx", questions))
+        if "modes" in sections:
+            for mode in ("keyword", "vector", "hybrid"):
+                save(corpus, mode, _timed_eval(rag, corpus, questions, mode=mode))
+        if "contextual" in sections:
+            changed = _contextual_changes(rag, folder, config)
+            save(corpus, "contextual_chunks_changed", changed)
+            if changed:  # a collection of contextual chunks, where they differ from the plain ones
+                rag.ingest(folder, f"{corpus}-ctx", ChunkConfig(config.chunk_tokens, config.overlap, config.by, True))
+                save(corpus, "hybrid+contextual", _timed_eval(rag, f"{corpus}-ctx", questions))
+        if "rerank" in sections and rerank_questions:  # 20 chat-model calls a question: a sample
             sample = [q for q in questions if q.answerable][:rerank_questions]
             save(corpus, f"hybrid+llm rerank ({chat_model}, {len(sample)} questions)",
                  _timed_eval(rag, corpus, sample, rerank="llm", rerank_model=chat_model))  # fmt: skip
             save(corpus, f"hybrid, the same {len(sample)} questions", _timed_eval(rag, corpus, sample))
-        for model in dict.fromkeys((writer_model, chat_model)):  # query expansion: what the writer model buys
+        for model in dict.fromkeys((writer_model, chat_model)) if "hyde" in sections else ():  # query expansion
             expanded = _timed_eval(rag, corpus, questions, expand="hyde", expand_model=model)
             save(corpus, f"hybrid+hyde ({model})", expanded)
+        if "tune" not in sections:  # (calibrate and tune change the collection: last, together)
+            continue
         t0 = time.perf_counter()
         plot = out.parent / f"rag-calibration-{corpus}.png"
         cal = calibrate(rag, gateway, corpus, writer_model, samples=40, plot=plot)
@@ -525,15 +533,19 @@ def main() -> None:
     p.add_argument("--samples", type=int, default=120, help="chunks `tune` writes questions about (--quality)")
     p.add_argument("--corpora", default="stdlib,wiki", help="which corpora (--quality)")
     p.add_argument("--rerank-questions", type=int, default=12, help="questions the LLM reranker is measured on")
+    p.add_argument("--only", default=",".join(SECTIONS), help="--quality: these rows, merged into the last results")
     args = p.parse_args()
     result: dict = {"machine": machine_info(args)}
     if args.quality:
         args.out.mkdir(parents=True, exist_ok=True)
+        sections = tuple(s for s in SECTIONS if s in args.only.split(","))
+        out = args.out / f"rag-quality-{args.corpora.replace(',', '-')}.json"
+        if sections != SECTIONS and out.exists():
+            result = json.loads(out.read_text()) | {"partial_machine": result["machine"]}
         with tempfile.TemporaryDirectory(prefix="fmstack-rag-quality-") as tmp:
-            out = args.out / f"rag-quality-{args.corpora.replace(',', '-')}.json"
             corpora = args.corpora.split(",")
             quality(Path(tmp), args.chat_model, args.writer_model, args.samples, out, result, corpora,
-                    args.rerank_questions)  # fmt: skip
+                    args.rerank_questions, sections)  # fmt: skip
         return
     with tempfile.TemporaryDirectory(prefix="fmstack-rag-bench-") as tmp:
         work = Path(tmp)
