@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
-from fmstack.app.rag import Rag
+from fmstack.app.rag import ChunkConfig, Rag
 from fmstack.core.config import Settings
 from fmstack.core.registry import Registry
 from fmstack.core.store import open_store
@@ -28,6 +28,14 @@ def shared_pool() -> EnginePool:
 def make_rag(home: Path, database_url: str | None = None) -> Rag:
     settings = Settings(home=home, database_url=database_url)
     return Rag(open_store(settings), settings, shared_pool())
+
+
+def formats_collection(home: Path, name: str = "docs") -> Rag:
+    """A Rag over `home` with one document per format ingested as `name` (chunks of 120 tokens, by structure)."""
+    rag = make_rag(home)
+    write_formats(home / "docs")
+    rag.ingest(home / "docs", name, ChunkConfig(chunk_tokens=120, by="structure"))
+    return rag
 
 
 def pdf_bytes(pages: list[str], title: str | None = None) -> bytes:

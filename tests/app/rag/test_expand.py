@@ -7,13 +7,12 @@ import numpy as np
 import pytest
 from sqlalchemy import select
 
-from fmstack.app.rag import ChunkConfig
 from fmstack.app.rag import expand as expand_module
 from fmstack.core.errors import InvalidRequest
 from fmstack.core.store.schema import RagChunk, Trace
 from fmstack.gateway import Gateway
 
-from .helpers import make_rag, write_formats
+from .helpers import formats_collection
 
 pytestmark = pytest.mark.slow
 CHAT = "smollm2-135m-instruct"
@@ -22,10 +21,7 @@ VAGUE = "Tell me what it is good for."  # names nothing: the passage decides wha
 
 @pytest.fixture(scope="module")
 def docs(tmp_path_factory):
-    home = tmp_path_factory.mktemp("expand")
-    rag = make_rag(home)
-    write_formats(home / "docs")
-    rag.ingest(home / "docs", "docs", ChunkConfig(chunk_tokens=120, by="structure"))
+    rag = formats_collection(tmp_path_factory.mktemp("expand"))
     rag.gateway = Gateway(rag.settings, rag.sessions, rag.pool)
     yield rag
     rag.gateway.writer.close()

@@ -25,7 +25,7 @@ from fmstack.core.store.schema import RagChunk
 from fmstack.engines.base import GenerationRequest
 from fmstack.gateway import CallContext, Gateway
 
-from .helpers import make_rag, write_formats
+from .helpers import formats_collection
 
 pytestmark = pytest.mark.slow
 CHAT = "smollm2-135m-instruct"
@@ -35,10 +35,7 @@ DEFAULT = "sentence-transformers"
 @pytest.fixture(scope="module")
 def docs(tmp_path_factory):
     home = tmp_path_factory.mktemp("quality")
-    rag = make_rag(home)
-    write_formats(home / "docs")
-    rag.ingest(home / "docs", "docs", ChunkConfig(chunk_tokens=120, by="structure"))
-    return rag, home
+    return formats_collection(home), home
 
 
 def stored_vectors(rag, name: str) -> dict[int, bytes]:

@@ -33,9 +33,8 @@ HYDE_SYSTEM = (
 
 @dataclass
 class Expanded:
-    """What the retrievers look for instead of the bare question."""
+    """What the retrievers look for instead of the bare question (the passage itself is on the `rag.expand` trace)."""
 
-    passage: str  # the model's hypothetical answer
     text: str  # keyword search: the question, then the passage
     vector: np.ndarray  # vector search: the normalised sum of the question's and the passage's embeddings
 
@@ -61,6 +60,6 @@ def expand_query(
     """The question with its hypothetical answer; a model that writes nothing leaves the question as it was."""
     passage = hyde_passage(gateway, model, question)
     if not passage:
-        return Expanded("", question, question_vector)
+        return Expanded(question, question_vector)
     both = question_vector + embed([passage])[0]
-    return Expanded(passage, f"{question}\n{passage}", both / np.linalg.norm(both))
+    return Expanded(f"{question}\n{passage}", both / np.linalg.norm(both))
