@@ -406,9 +406,6 @@ def quality(
     gateway = Gateway.open(settings)
     rag = Rag(gateway.sessions, settings, gateway.pool, gateway)
     section = result.setdefault("quality", {"chat_model": chat_model, "writer_model": writer_model})
-    if sections != SECTIONS:  # a partial run updates those rows of the last whole one
-        machine = result.pop("partial_machine", result["machine"])
-        section.setdefault("partial_runs", []).append(machine | {"sections": list(sections)})
 
     def save(corpus: str, key: str, value) -> None:
         section.setdefault(corpus, {})[key] = value
@@ -540,8 +537,9 @@ def main() -> None:
         args.out.mkdir(parents=True, exist_ok=True)
         sections = tuple(s for s in SECTIONS if s in args.only.split(","))
         out = args.out / f"rag-quality-{args.corpora.replace(',', '-')}.json"
-        if sections != SECTIONS and out.exists():
-            result = json.loads(out.read_text()) | {"partial_machine": result["machine"]}
+        if sections != SECTIONS and out.exists():  # a partial run updates those rows of the last whole one
+            machine, result = result["machine"], json.loads(out.read_text())
+            result["quality"].setdefault("partial_runs", []).append(machine | {"sections": list(sections)})
         with tempfile.TemporaryDirectory(prefix="fmstack-rag-quality-") as tmp:
             corpora = args.corpora.split(",")
             quality(Path(tmp), args.chat_model, args.writer_model, args.samples, out, result, corpora,

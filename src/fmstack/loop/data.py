@@ -55,7 +55,7 @@ def _gate_suite(ctx: LoopContext) -> set[str]:
     data = ctx.config.data
     cases = spec["cases"]
     if data.holdout > 0:
-        cases = [c for c in cases if _share(f"{data.seed}:{c['id']}") < data.holdout]
+        cases = [c for c in cases if _share(f"{data.seed}:{_case_key(c)}") < data.holdout]
     cases = cases[-ctx.config.gate.max_cases :]  # the newest: closest to what users ask now
     gate = ctx.config.gate
     if len(cases) < gate.min_cases:
@@ -123,6 +123,12 @@ def prompt_key(messages: list) -> str | None:
     return json.dumps(plain, sort_keys=True, ensure_ascii=False)
 
 
+def _case_key(case: dict) -> str:
+    """What decides whether a reviewed answer is held out: its question, so a question asked twice is held out
+    both times, and the same questions are held out on every loop and in every store (a trace id is random)."""
+    return prompt_key(case["messages"]) or case["id"]
+
+
 def _share(text: str) -> float:
-    """A stable number in [0, 1) for `text`: the same answers are held out on every loop."""
+    """A stable number in [0, 1) for `text`."""
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big") / 2**64
