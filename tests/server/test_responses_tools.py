@@ -28,8 +28,9 @@ def client(server) -> openai.OpenAI:
 def test_a_required_tool_is_a_function_call_item_then_its_result_is_used(client, server):
     ask = [{"role": "user", "content": "What is the weather in Paris?"}]
     first = client.responses.create(
-        model=TEST_MODEL, input=ask, tools=[WEATHER], tool_choice="required", temperature=0, max_output_tokens=60
-    )
+        model=TEST_MODEL, input=ask, tools=[WEATHER], tool_choice="required", temperature=0, max_output_tokens=60,
+        parallel_tool_calls=False,
+    )  # fmt: skip
     calls = [item for item in first.output if item.type == "function_call"]
     assert calls and first.status == "completed"
     call = calls[0]
@@ -60,6 +61,7 @@ def test_streamed_calls_send_output_item_and_argument_events(client):
         input="What is the weather in Rome?",
         tools=[WEATHER],
         tool_choice={"type": "function", "name": "get_weather"},
+        parallel_tool_calls=False,
         temperature=0,
         max_output_tokens=60,
     ) as stream:
@@ -81,6 +83,18 @@ def test_streamed_calls_send_output_item_and_argument_events(client):
     [call] = [item for item in final.output if item.type == "function_call"]
     assert call.arguments == deltas == done_arguments
     jsonschema.validate(json.loads(call.arguments), WEATHER["parameters"])
+
+
+def test_calls_cut_at_max_output_tokens_are_an_incomplete_response(client):
+    """Parallel calls allowed, SmolLM2 at temperature 0 repeats its call until the tokens run out: the whole call
+    is an output item, and the response is incomplete (max_output_tokens), so an agent knows one may be missing."""
+    r = client.responses.create(
+        model=TEST_MODEL, input="What is the weather in Paris?", tools=[WEATHER], tool_choice="required",
+        temperature=0, max_output_tokens=40,
+    )  # fmt: skip
+    assert r.usage.output_tokens == 40 and r.status == "incomplete"
+    assert r.incomplete_details.reason == "max_output_tokens"
+    assert [item.type for item in r.output] == ["function_call"]
 
 
 def test_auto_may_answer_in_text(client):

@@ -61,8 +61,22 @@ def test_required_always_gives_calls_that_validate(client):
             max_tokens=60,
         )
         choice = r.choices[0]
-        assert choice.finish_reason == "tool_calls" and choice.message.content is None
+        cut = r.usage.completion_tokens == 60  # parallel calls may run to max_tokens: OpenAI says "length" then
+        assert choice.finish_reason == ("length" if cut else "tool_calls") and choice.message.content is None
         assert valid_calls(choice.message)
+
+
+def test_calls_cut_at_max_tokens_finish_with_length(client):
+    """At temperature 0 with parallel calls allowed SmolLM2 repeats its call until the tokens run out: the whole
+    calls are returned, and finish_reason is "length" as OpenAI's (not "tool_calls"), so an agent knows the list
+    may be missing one, whether it reads the whole answer or the stream."""
+    kwargs = dict(model=TEST_MODEL, messages=ASK, tools=[WEATHER, TIME], tool_choice="required", temperature=0)
+    whole = client.chat.completions.create(max_tokens=40, **kwargs)
+    assert whole.usage.completion_tokens == 40 and whole.choices[0].finish_reason == "length"
+    assert valid_calls(whole.choices[0].message)  # the call written before the cut
+    reasons = [c.finish_reason for chunk in client.chat.completions.create(max_tokens=40, stream=True, **kwargs)
+               for c in chunk.choices if c.finish_reason]  # fmt: skip
+    assert reasons == ["length"]
 
 
 def test_a_named_function_is_the_one_called(client):

@@ -227,11 +227,11 @@ class _ResponseShape:
         """(the answer's text, its tool calls in the chat API's shape)."""
         return toolkit.parse(text) if self.body.with_tools else (text, [])
 
-    def status(self, calls: list[dict] | None = None) -> Literal["completed", "incomplete"]:
-        """Cut short by max_output_tokens is incomplete, unless whole calls were made (a call cut off after them
-        is dropped, as the chat API's finish_reason "tool_calls" does)."""
+    def status(self) -> Literal["completed", "incomplete"]:
+        """Cut short by max_output_tokens is incomplete, whole calls made before the cut or not (a call cut off is
+        dropped; the chat API says finish_reason "length" too), so an agent knows a call may be missing."""
         finish = self.call.finish
-        return "incomplete" if finish and finish.reason == "length" and not calls else "completed"
+        return "incomplete" if finish and finish.reason == "length" else "completed"
 
     def message(self, text: str, status: Literal["in_progress", "completed", "incomplete"]) -> dict:
         content = [{"type": "output_text", "text": text, "annotations": []}] if status != "in_progress" else []
@@ -252,14 +252,13 @@ class _ResponseShape:
 
     def output(self, content: str, calls: list[dict]) -> list[dict]:
         """The output items: the message (when there is text, or nothing else), then one item per call."""
-        message = [self.message(content, self.status(calls))] if content or not calls else []
+        message = [self.message(content, self.status())] if content or not calls else []
         return message + [self.function_call(c, "completed") for c in calls]
 
     def response(self, output: list[dict] | None) -> dict:
         """The response object; `output` None while it is still being generated."""
         finish = self.call.finish
-        calls = [item for item in output or [] if item["type"] == "function_call"]
-        status = "in_progress" if output is None else self.status(calls)
+        status = "in_progress" if output is None else self.status()
         p, c = (finish.prompt_tokens, finish.completion_tokens) if finish and output is not None else (0, 0)
         return {
             "id": self.call.id,
@@ -350,7 +349,7 @@ async def _events(shape: _ResponseShape, deltas: AsyncIterator[Delta]) -> AsyncI
     await shape.call.committed()
     output: list[dict] = []
     if opened:
-        message = shape.message(text, shape.status(calls))
+        message = shape.message(text, shape.status())
         output.append(message)
         yield event("response.output_text.done", text=text, logprobs=[], **where)
         yield event("response.content_part.done", part=part | {"text": text}, **where)

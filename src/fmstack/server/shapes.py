@@ -96,8 +96,14 @@ class ChatShape(Shape):
             "index": index,
             "message": message,
             "logprobs": self._logprobs(deltas),
-            "finish_reason": "tool_calls" if calls else self.call.reason(index),
+            "finish_reason": self._finish(index, calls),
         }
+
+    def _finish(self, index: int, calls: list) -> str | None:
+        """The finish reason: "tool_calls" when the answer is calls, unless it was cut at max_tokens: then "length",
+        as OpenAI says, so an agent knows a call may be missing or incomplete."""
+        reason = self.call.reason(index)
+        return "tool_calls" if calls and reason != "length" else reason
 
     def _chunk(self, index: int, delta: dict, logprobs: dict | None = None, reason: str | None = None) -> dict:
         choice = {"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": reason}
@@ -123,7 +129,7 @@ class ChatShape(Shape):
             if calls:
                 deltas = [{"index": n} | call for n, call in enumerate(calls)]
                 chunks.append(self._chunk(i, {"tool_calls": deltas}))
-            chunks.append(self._chunk(i, {}, reason="tool_calls" if calls else self.call.reason(i)))
+            chunks.append(self._chunk(i, {}, reason=self._finish(i, calls)))
         return chunks
 
 
