@@ -284,7 +284,7 @@ def candidates(real: np.ndarray, n: int) -> list[dict]:
 
 # ---------------------------------------------------------------------------------------------- retrieval quality
 
-SECTIONS = ("speed", "modes", "contextual", "rerank", "hyde", "tune")  # --only: rows of the quality run
+SECTIONS = ("speed", "modes", "contextual", "rerank", "hyde", "refusal", "tune")  # --only: rows of the quality run
 STDLIB_QUESTIONS = HERE.parent / "examples" / "rag" / "stdlib_questions.yaml"
 WIKI_DISTRACTORS = 10  # articles without a question, beside the 30 that have one
 
@@ -396,7 +396,6 @@ def quality(
     hand-written question sets."""
     os.environ["FMSTACK_HOME"] = str(work / "home-quality")
     from fmstack.app.rag import ChunkConfig, Rag
-    from fmstack.app.rag.calibrate import calibrate
     from fmstack.app.rag.evaluate import load_questions
     from fmstack.app.rag.tune import TuneOptions, tune
     from fmstack.core.config import get_settings
@@ -445,14 +444,10 @@ def quality(
         for model in dict.fromkeys((writer_model, chat_model)) if "hyde" in sections else ():  # query expansion
             expanded = _timed_eval(rag, corpus, questions, expand="hyde", expand_model=model)
             save(corpus, f"hybrid+hyde ({model})", expanded)
-        if "tune" not in sections:  # (calibrate and tune change the collection: last, together)
+        if "refusal" in sections:  # calibrate and tune change the collection: last
+            _refusal(rag, gateway, corpus, writer_model, questions, out, save)
+        if "tune" not in sections:
             continue
-        t0 = time.perf_counter()
-        plot = out.parent / f"rag-calibration-{corpus}.png"
-        cal = calibrate(rag, gateway, corpus, writer_model, samples=40, plot=plot)
-        save(corpus, "calibration", {k: v for k, v in cal.as_dict().items() if k not in ("curve", "questions")}
-             | {"seconds": time.perf_counter() - t0})  # fmt: skip
-        save(corpus, "hybrid, calibrated threshold", _timed_eval(rag, corpus, questions))
         report = tune(rag, gateway, corpus, writer_model, TuneOptions(samples=samples, cross_encoder=True), questions)
         save(corpus, "tune", report.as_dict())
         save(corpus, "hybrid, tuned" if report.switched else "hybrid, tuned (rejected, not switched)",
@@ -460,6 +455,23 @@ def quality(
         save(corpus, "hybrid+cross-encoder", _timed_eval(rag, corpus, questions, rerank="cross-encoder"))
     gateway.close()
     return section
+
+
+def _refusal(rag, gateway, corpus: str, writer_model: str, questions, out: Path, save) -> None:
+    """The "I don't know" gate calibrated on the collection (the writer's questions and off-topic ones), on the
+    question's similarity and on the hypothetical answer's (expand hyde), each measured on the hand-written set."""
+    from fmstack.app.rag.calibrate import calibrate
+
+    for expand, suffix in (("none", ""), ("hyde", " (hyde)")):
+        t0 = time.perf_counter()
+        plot = out.parent / f"rag-calibration-{corpus}{'-hyde' if expand == 'hyde' else ''}.png"
+        cal = calibrate(rag, gateway, corpus, writer_model, samples=40, plot=plot, expand=expand,
+                        expand_model=writer_model)  # fmt: skip
+        save(corpus, f"calibration{suffix}", {k: v for k, v in cal.as_dict().items() if k not in ("curve", "questions")}
+             | {"seconds": time.perf_counter() - t0})  # fmt: skip
+        label = f"hybrid+hyde ({writer_model}), calibrated threshold (hyde)" if expand == "hyde" else \
+            "hybrid, calibrated threshold"  # fmt: skip
+        save(corpus, label, _timed_eval(rag, corpus, questions, expand=expand, expand_model=writer_model))
 
 
 def machine_info(args: argparse.Namespace) -> dict:

@@ -348,10 +348,14 @@ def calibrate(
     samples: int = typer.Option(40, "--samples", help="Chunks to write a question about."),
     questions: Path = typer.Option(None, "--questions", help="A hand-written question set to refine it with."),
     plot: Path = typer.Option(None, "--plot", help="Where to draw the trade-off curve (PNG)."),
+    expand: str = typer.Option("none", help=EXPAND_HELP + " Calibrates the threshold that searches with it use."),
+    expand_model: str = typer.Option(None, "--expand-model", help=EXPAND_MODEL_HELP),
     as_json: bool = JSON,
 ) -> None:
     """Choose the collection's "I don't know" threshold from the collection itself: questions the local model writes
-    about its chunks (answerable) and off-topic ones (unanswerable); stores it, prints the trade-off curve.
+    about its chunks (answerable) and off-topic ones (unanswerable); stores it, prints the trade-off curve. With
+    --expand hyde, the threshold of searches that expand the question (their hits' similarity is the hypothetical
+    answer's), stored beside the plain one.
 
     Example: fmstack rag calibrate --collection docs --model qwen2.5-0.5b-instruct --plot calibration.png
     """
@@ -361,7 +365,8 @@ def calibrate(
     try:
         items = _question_set(questions)
         with console.status(f"writing questions about {collection} and measuring them"):
-            result = run(rag, gateway, collection, model or gateway.settings.default_model, samples, items, plot)
+            result = run(rag, gateway, collection, model or gateway.settings.default_model, samples, items, plot,
+                         expand=expand, expand_model=expand_model)  # fmt: skip
     finally:
         gateway.close()
     if as_json:
@@ -369,7 +374,8 @@ def calibrate(
         return
     previous = "the default" if result.previous is None else f"{result.previous:.3f}"
     console.print(
-        f"[bold]{collection}[/]: min_similarity {result.threshold:.3f} (was {previous}) — answers "
+        f"[bold]{collection}[/]: min_similarity{' (expand hyde)' if expand == 'hyde' else ''} {result.threshold:.3f} "
+        f"(was {previous}) — answers "
         f"{result.answered_when_answerable:.0%} of {result.answerable} answerable, says I don't know to "
         f"{result.idk_when_unanswerable:.0%} of {result.unanswerable} unanswerable "
         f"({result.synthetic_kept} of {result.synthetic_written} written questions kept)",

@@ -75,6 +75,8 @@ def test_user_errors_exit_2_with_a_clear_message(tmp_path):
     assert fmstack(home, "search", "x", "--collection", "nope").returncode == 2
     magic = fmstack(home, "search", "x", "--collection", "nope", "--expand", "magic")
     assert magic.returncode == 2 and "expand must be one of none, hyde" in magic.stderr
+    magic = fmstack(home, "calibrate", "--collection", "nope", "--expand", "magic")  # refused before any model runs
+    assert magic.returncode == 2 and "expand must be one of none, hyde" in magic.stderr
     no_path = fmstack(home, "ingest", str(tmp_path / "absent"), "--collection", "docs")
     assert no_path.returncode == 2 and "no such file or folder" in no_path.stderr
     bad_name = fmstack(home, "ingest", str(tmp_path), "--collection", "bad name!")

@@ -28,6 +28,7 @@ import numpy as np
 
 from fmstack.app.rag.collections import get_collection
 from fmstack.app.rag.evaluate import Question
+from fmstack.app.rag.expand import check_expand
 from fmstack.app.rag.synthetic import check_documents, synthetic_pairs
 from fmstack.core.errors import InvalidRequest
 from fmstack.core.store.schema import utcnow
@@ -89,6 +90,7 @@ class Calibration:
     model: str
     curve: list[tuple[float, float, float]]
     scores: dict[str, list[float]]
+    expand: str = "none"  # the similarity calibrated: the question's, or with "hyde" the hypothetical answer's
     plot: str | None = None
     questions: list[dict] = field(default_factory=list)
 
@@ -145,8 +147,8 @@ def curve(positive: list[float], negative: list[float], step: float = 0.01) -> l
     return points
 
 
-def top_similarity(rag, collection: str, question: str) -> float:
-    hits = rag.search(collection, question, top_k=TOP_K)
+def top_similarity(rag, collection: str, question: str, **search) -> float:
+    hits = rag.search(collection, question, top_k=TOP_K, **search)
     return max((h.similarity for h in hits), default=0.0)
 
 
@@ -159,8 +161,12 @@ def calibrate(
     questions: list[Question] | None = None,
     plot: Path | None = None,
     seed: int = 0,
+    expand: str = "none",
+    expand_model: str | None = None,
 ) -> Calibration:
-    """Choose and store the collection's threshold (see the module's docstring)."""
+    """Choose and store the collection's threshold (see the module's docstring) for the similarity that `expand`
+    gives the hits (`fmstack.app.rag.expand`: with "hyde", the hypothetical answer's, written by `expand_model`)."""
+    expand = check_expand(expand)
     if questions:
         check_documents(rag, collection, questions)
     pairs, written = synthetic_pairs(rag, gateway, collection, model, samples, MIN_CHUNKS, seed)
@@ -174,14 +180,16 @@ def calibrate(
             "weak. Try a larger --samples, another --model, or give hand-written --questions.",
             param="collection",
         )
-    scored = [(q, answerable, origin, top_similarity(rag, collection, q)) for q, answerable, origin in asked]
+    search = {"expand": expand, "expand_model": expand_model}
+    scored = [(q, answerable, origin, top_similarity(rag, collection, q, **search)) for q, answerable, origin in asked]
     positive = [s for _, answerable, _, s in scored if answerable]
     negative = [s for _, answerable, _, s in scored if not answerable]
     threshold = choose_threshold(positive, negative)
     result = Calibration(
         collection=collection,
         threshold=threshold,
-        previous=rag.collection(collection).min_similarity,
+        previous=rag.threshold(collection, expand) if _calibrated(rag, collection, expand) else None,
+        expand=expand,
         answered_when_answerable=float(np.mean([s >= threshold for s in positive])),
         idk_when_unanswerable=float(np.mean([s < threshold for s in negative])),
         answerable=len(positive),
@@ -199,13 +207,23 @@ def calibrate(
     return result
 
 
+def _calibrated(rag, collection: str, expand: str) -> bool:
+    col = rag.collection(collection)
+    return bool((col.calibration or {}).get("hyde")) if expand == "hyde" else col.min_similarity is not None
+
+
 def store(rag, result: Calibration) -> None:
-    """Make `result.threshold` the collection's, with how it was chosen."""
+    """Make `result.threshold` the collection's for its expansion, with how it was chosen: without expansion the
+    collection's `min_similarity` (the calibration of "hyde" kept beside it), with "hyde" under that key."""
     with rag.sessions.begin() as s:
         col = get_collection(s, result.collection)
-        col.min_similarity = result.threshold
         details = {k: v for k, v in result.as_dict().items() if k != "questions"}
-        col.calibration = details | {"at": utcnow().isoformat(), "questions": result.questions}
+        details |= {"at": utcnow().isoformat(), "questions": result.questions}
+        if result.expand == "hyde":
+            col.calibration = (col.calibration or {}) | {"hyde": details}
+            return
+        col.min_similarity = result.threshold
+        col.calibration = details | ({"hyde": col.calibration["hyde"]} if (col.calibration or {}).get("hyde") else {})
 
 
 def plot_curve(result: Calibration, path: Path) -> Path:
@@ -224,9 +242,10 @@ def plot_curve(result: Calibration, path: Path) -> Path:
         ax.axvline(result.previous, color="grey", linestyle=":", label=f"previous {result.previous:.3f}")
     ax.set_xlim(0, 1)
     ax.set_ylim(-0.02, 1.02)
-    ax.set_xlabel("min_similarity (best chunk's cosine similarity to the question)")
+    to = "the hypothetical answer (expand hyde)" if result.expand == "hyde" else "the question"
+    ax.set_xlabel(f"min_similarity (best chunk's cosine similarity to {to})")
     ax.set_ylabel("share of questions")
-    ax.set_title(f"Calibrated refusal, collection '{result.collection}'")
+    ax.set_title(f"Calibrated refusal, collection '{result.collection}', expand {result.expand}")
     ax.legend(loc="lower left", fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)

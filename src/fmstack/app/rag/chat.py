@@ -52,7 +52,7 @@ async def rag_chat(
             raise InvalidRequest("The last user message is empty: there is nothing to retrieve for.", param="messages")
         threshold = how.min_similarity
         if threshold is None:
-            threshold = await asyncio.to_thread(rag.threshold, collection)
+            threshold = await asyncio.to_thread(rag.threshold, collection, how.expand)
         search = partial(rag.search, rerank_model=how.rerank_model, expand=how.expand, expand_model=how.expand_model)
         hits = await asyncio.to_thread(search, collection, question, how.top_k, how.filters, how.rerank)
         grounding = ground(messages, hits, threshold)

@@ -169,7 +169,7 @@ def evaluate(
     """Run every question through retrieval; recall@k (a relevant chunk in the top k), MRR@k, and how the
     collection's "I don't know" threshold separates answerable from unanswerable questions. `search` goes to
     `Rag.search` (`rerank_model`; `embed` and `index` to evaluate an index version before switching to it)."""
-    threshold = rag.threshold(collection)
+    threshold = rag.threshold(collection, search.get("expand"))
     results: list[QuestionResult] = []
     hits_by_question: dict[str, list[Hit]] = {}
     for q in questions:

@@ -4,8 +4,14 @@ People ask in their own words ("how do I put a number into an ordered list witho
 use theirs ("insort", "bisection"). With `expand="hyde"` the chat model first writes a short passage answering the
 question as documentation would, and retrieval searches for the question and that passage together: bm25 matches
 both texts, and the vector search looks for the normalised sum of their two embeddings. The passage may well be
-wrong; it only has to sound like the documents. The hits' `similarity` (what the "I don't know" threshold reads)
-stays the question's own, so calibration holds with and without expansion, and rerankers judge the question.
+wrong; it only has to sound like the documents. Rerankers still judge the question.
+
+The hits' `similarity`, what the "I don't know" gate reads, becomes the passage's: on the stdlib corpus people's
+own questions about its documents score as low as 0.23 against the right passage, below everyday off-topic
+questions (0.33), so no threshold on the question separates them; the model's passage about the same question
+scores 0.28 or more, while its passage about an off-topic question stays as far from the documents as the
+question was. The gate's threshold is calibrated for each signal (`rag calibrate --expand hyde`); a collection
+calibrated only without expansion uses that threshold for both.
 
 Costs one generation (≤ 64 tokens) per search, traced as `rag.expand` of app fmstack-rag; what it buys on both
 corpora is measured by benchmarks/rag.py (README's RAG table).
@@ -37,6 +43,7 @@ class Expanded:
 
     text: str  # keyword search: the question, then the passage
     vector: np.ndarray  # vector search: the normalised sum of the question's and the passage's embeddings
+    passage: np.ndarray | None = None  # the passage's own embedding: what the "I don't know" gate compares
 
 
 def check_expand(expand: str | None) -> str:
@@ -61,5 +68,6 @@ def expand_query(
     passage = hyde_passage(gateway, model, question)
     if not passage:
         return Expanded(question, question_vector)
-    both = question_vector + embed([passage])[0]
-    return Expanded(f"{question}\n{passage}", both / np.linalg.norm(both))
+    passage_vector = embed([passage])[0]
+    both = question_vector + passage_vector
+    return Expanded(f"{question}\n{passage}", both / np.linalg.norm(both), passage_vector)

@@ -62,7 +62,7 @@ class Hit:
     page: int | None
     page_end: int | None
     line: int | None
-    similarity: float  # cosine similarity of the question and the chunk
+    similarity: float  # cosine of the chunk and the question (with expand="hyde": the hypothetical answer)
     score: float  # the fused (RRF) score, or the reranker's
     vector_rank: int | None  # 1-based rank among the vector candidates, None if not among them
     keyword_rank: int | None
@@ -193,7 +193,8 @@ def hybrid_search(
     """The `top_k` best chunks for `query` (embedded as `vector`): `candidates` from each retriever `mode` uses,
     fused by RRF, read back from the store (a chunk deleted since the index was saved drops out), reranked (by
     `scorer` for the model-based rerankers). With `expanded` the retrievers look for the question and its
-    hypothetical answer; similarities and rerankers still read the question alone."""
+    hypothetical answer, and the hits' similarity is the answer's (`fmstack.app.rag.expand`); rerankers still read
+    the question alone."""
     text, look_for = (expanded.text, expanded.vector) if expanded else (query, vector)
     vector_rank, keyword_rank = _candidates(session, collection_id, index, text, look_for, filters, candidates)
     rankings = {"hybrid": [vector_rank, keyword_rank], "vector": [vector_rank], "keyword": [keyword_rank]}
@@ -210,8 +211,9 @@ def hybrid_search(
         picked, scores = _model_rerank(scorer(query, texts), [fused[i] for i in order], top_k)
     else:
         picked, scores = _rerank(rerank, sims, matrix, [fused[i] for i in order], top_k)
+    gate = matrix @ expanded.passage if expanded is not None and expanded.passage is not None else sims
     return [
-        _hit(*rows[order[p]], float(sims[p]), score, vector_rank, keyword_rank)
+        _hit(*rows[order[p]], float(gate[p]), score, vector_rank, keyword_rank)
         for p, score in zip(picked, scores, strict=True)
     ]
 

@@ -122,10 +122,14 @@ class Rag:
         with self.sessions() as s:
             return get_collection(s, name)
 
-    def threshold(self, name: str) -> float:
-        """The collection's "I don't know" threshold: calibrated (`fmstack rag calibrate`), else the global one."""
-        calibrated = self.collection(name).min_similarity
-        return MIN_SIMILARITY if calibrated is None else calibrated
+    def threshold(self, name: str, expand: str | None = None) -> float:
+        """The collection's "I don't know" threshold for the similarity `expand` gives its hits: calibrated for it
+        (`fmstack rag calibrate [--expand hyde]`), else the one calibrated without expansion, else the global one."""
+        col = self.collection(name)
+        by_expansion = (col.calibration or {}).get("hyde") if expand == "hyde" else None
+        if by_expansion:
+            return by_expansion["threshold"]
+        return MIN_SIMILARITY if col.min_similarity is None else col.min_similarity
 
     def close(self) -> None:
         """Free the models (and commit the traces of model-based reranking)."""
