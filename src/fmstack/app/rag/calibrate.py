@@ -188,7 +188,7 @@ def calibrate(
     result = Calibration(
         collection=collection,
         threshold=threshold,
-        previous=rag.threshold(collection, expand) if _calibrated(rag, collection, expand) else None,
+        previous=rag.calibrated_threshold(collection, expand),
         expand=expand,
         answered_when_answerable=float(np.mean([s >= threshold for s in positive])),
         idk_when_unanswerable=float(np.mean([s < threshold for s in negative])),
@@ -205,11 +205,6 @@ def calibrate(
         result.plot = str(plot_curve(result, plot))
     store(rag, result)
     return result
-
-
-def _calibrated(rag, collection: str, expand: str) -> bool:
-    col = rag.collection(collection)
-    return bool((col.calibration or {}).get("hyde")) if expand == "hyde" else col.min_similarity is not None
 
 
 def store(rag, result: Calibration) -> None:

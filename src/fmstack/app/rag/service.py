@@ -125,11 +125,17 @@ class Rag:
     def threshold(self, name: str, expand: str | None = None) -> float:
         """The collection's "I don't know" threshold for the similarity `expand` gives its hits: calibrated for it
         (`fmstack rag calibrate [--expand hyde]`), else the one calibrated without expansion, else the global one."""
+        calibrated = self.calibrated_threshold(name, expand)
+        if calibrated is None and expand == "hyde":
+            calibrated = self.calibrated_threshold(name)
+        return MIN_SIMILARITY if calibrated is None else calibrated
+
+    def calibrated_threshold(self, name: str, expand: str | None = None) -> float | None:
+        """The threshold `rag calibrate` stored for searches with `expand`, None if it never ran for them."""
         col = self.collection(name)
-        by_expansion = (col.calibration or {}).get("hyde") if expand == "hyde" else None
-        if by_expansion:
-            return by_expansion["threshold"]
-        return MIN_SIMILARITY if col.min_similarity is None else col.min_similarity
+        if expand == "hyde":
+            return ((col.calibration or {}).get("hyde") or {}).get("threshold")
+        return col.min_similarity
 
     def close(self) -> None:
         """Free the models (and commit the traces of model-based reranking)."""
