@@ -221,6 +221,7 @@ def test_rotate_and_revoke_take_effect_at_once(keyed):
         ({"name": "made", "scopes": ["inference", "write"]}, 400, "scopes"),
         ({"name": "made", "budget": "5/week"}, 400, "budget"),
         ({"name": "made", "rpm": 0}, 400, "rpm"),
+        ({"name": "made", "tpm": 2**70}, 400, "tpm"),  # beyond the store's INTEGER: was a 500
         ({"name": "made mine"}, 400, "name"),
         ({"name": "bot"}, 409, "name"),
         ({"name": "made", "colour": "red"}, 400, "colour"),

@@ -114,3 +114,11 @@ def test_max_tokens_is_capped_to_the_room_left(server):
 def test_unknown_route_is_openai_style_404(server):
     r = httpx.get(f"{server.base}/v1/nothing")
     assert r.status_code == 404 and "error" in r.json()
+
+
+def test_an_offset_past_what_a_store_can_hold_is_a_400_not_a_500(server):
+    """Found by the schema fuzzer: an offset beyond 64 bits overflowed SQLite's INTEGER inside the query."""
+    r = httpx.get(f"{server.base}/api/traces", params={"offset": 2**76, "limit": 5}, timeout=30)
+    assert r.status_code == 400 and r.json()["error"]["param"] == "query.offset", r.text
+    last = httpx.get(f"{server.base}/api/traces", params={"offset": 2**53, "limit": 5}, timeout=30)
+    assert last.status_code == 200 and last.json()["data"] == []

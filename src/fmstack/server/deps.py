@@ -6,6 +6,8 @@ from fastapi import Request
 
 from fmstack.gateway import CallContext, Gateway
 
+LARGEST_INT = 2**53  # the largest whole number a route takes: JSON-safe, and inside every store's INTEGER
+
 
 def gateway_of(request: Request) -> Gateway:
     return request.app.state.gateway

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from fmstack.core.errors import FmstackError
 from fmstack.core.keys import KeyStore
-from fmstack.server.deps import gateway_of
+from fmstack.server.deps import LARGEST_INT, gateway_of
 
 
 class NoAdminKey(FmstackError):
@@ -39,8 +39,8 @@ class KeyCreate(BaseModel):
     name: str = Field(description="recorded on every trace of the key (never the key)")
     app: str | None = Field(None, description="the app its calls are traced under (default: the name)")
     scopes: list[str] = Field(["inference"], description="inference, feedback, admin")
-    rpm: int | None = Field(None, description="model requests per minute")
-    tpm: int | None = Field(None, description="tokens (prompt + completion) per minute")
+    rpm: int | None = Field(None, le=LARGEST_INT, description="model requests per minute")
+    tpm: int | None = Field(None, le=LARGEST_INT, description="tokens (prompt + completion) per minute")
     budget: str | None = Field(None, description="USD per calendar day or month (UTC): 5/day, 100/month")
 
 

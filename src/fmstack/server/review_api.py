@@ -47,7 +47,7 @@ from fmstack.core.store.schema import ReviewItem, Trace
 from fmstack.engines.base import Delta
 from fmstack.gateway import Call
 from fmstack.model.train.classify import load_classifier
-from fmstack.server.deps import context_of, gateway_of
+from fmstack.server.deps import LARGEST_INT, context_of, gateway_of
 from fmstack.server.ui_api import web_page
 
 KEEP_ALIVE = 10.0  # seconds between empty chunks while a streamed crawl answer waits for its reviewer
@@ -303,7 +303,7 @@ async def _in_store(request: Request, work: Callable, write: bool = False) -> An
 
 
 REVIEWER = Field(None, max_length=200, description="who reviews (default: the API key's name)")
-ITEM_ID = PathParam(ge=1, le=2**53, description="the review item's id")
+ITEM_ID = PathParam(ge=1, le=LARGEST_INT, description="the review item's id")
 
 
 class NextBody(BaseModel):

@@ -12,7 +12,7 @@ from fastapi.responses import FileResponse, HTMLResponse
 
 from fmstack.app.prompts import PromptStore
 from fmstack.core.store.traces import get_trace, list_traces, trace_dict
-from fmstack.server.deps import gateway_of
+from fmstack.server.deps import LARGEST_INT, gateway_of
 
 WEB = Path(__file__).with_name("web")
 router = APIRouter(tags=["web UI"])
@@ -68,7 +68,7 @@ async def static(name: str) -> FileResponse:
 async def api_traces(
     request: Request,
     limit: int = Query(50, ge=1, le=1000),
-    offset: int = Query(0, ge=0),
+    offset: int = Query(0, ge=0, le=LARGEST_INT),
     model: str | None = None,
     app: str | None = None,
     status: str | None = None,
